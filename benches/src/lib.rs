@@ -1,0 +1,1 @@
+//! Criterion benchmarks for the pyro crates; see `BENCHMARKS.md` for the figures.

@@ -1,0 +1,1 @@
+//! Starter templates for pyro; the programs live in `examples/`.

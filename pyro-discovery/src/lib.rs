@@ -1,0 +1,1 @@
+//! pyro-discovery (skeleton, being built).

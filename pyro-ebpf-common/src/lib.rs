@@ -1,0 +1,1 @@
+//! pyro-ebpf-common (skeleton, being built).

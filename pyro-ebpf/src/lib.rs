@@ -1,0 +1,1 @@
+//! pyro-ebpf (skeleton, being built).

@@ -1,0 +1,1 @@
+//! pyro-enrich (skeleton, being built).

@@ -1,0 +1,1 @@
+//! pyro-file (skeleton, being built).

@@ -1,0 +1,1 @@
+//! pyro-receive (skeleton, being built).

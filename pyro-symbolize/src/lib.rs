@@ -1,0 +1,1 @@
+//! pyro-symbolize (skeleton, being built).

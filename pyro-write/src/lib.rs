@@ -1,0 +1,1 @@
+//! pyro-write (skeleton, being built).
