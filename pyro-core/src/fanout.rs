@@ -167,7 +167,9 @@ impl Fanout {
             let labels = ChildLabels {
                 child: name.to_owned(),
             };
-            m.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
+            m.latency
+                .get_or_create(&labels)
+                .observe(elapsed.as_secs_f64());
             if !ok {
                 m.failed.get_or_create(&labels).inc();
             }

@@ -147,7 +147,9 @@ pub enum LabelError {
         name: String,
     },
     /// `__name__` (the profile type) is missing.
-    #[error("label __name__ (the profile type) is missing (rule invalid_labels: invalid metric name)")]
+    #[error(
+        "label __name__ (the profile type) is missing (rule invalid_labels: invalid metric name)"
+    )]
     MissingMetricName,
     /// `__name__` is not a valid profile type name.
     #[error(
@@ -520,7 +522,12 @@ mod tests {
         let mut l = valid();
         l.set("bad-name", "x");
         let e = l.validate().unwrap_err();
-        assert_eq!(e, LabelError::InvalidName { name: "bad-name".into() });
+        assert_eq!(
+            e,
+            LabelError::InvalidName {
+                name: "bad-name".into()
+            }
+        );
         assert_eq!(e.rule(), "invalid_labels");
         assert!(e.to_string().contains("bad-name"));
 
@@ -539,7 +546,13 @@ mod tests {
             l.set(format!("l{i}"), "v");
         }
         let e = l.validate().unwrap_err();
-        assert_eq!(e, LabelError::TooManyNames { count: 31, limit: 30 });
+        assert_eq!(
+            e,
+            LabelError::TooManyNames {
+                count: 31,
+                limit: 30
+            }
+        );
 
         let l = Labels::from_iter([("service_name", "svc")]);
         assert_eq!(l.validate(), Err(LabelError::MissingMetricName));
@@ -559,7 +572,10 @@ mod tests {
 
         assert_eq!(Labels::new().validate(), Err(LabelError::Empty));
         let l = Labels::try_from_pairs([("__name__", "x"), ("e", "")]).unwrap();
-        assert_eq!(l.validate(), Err(LabelError::EmptyValue { name: "e".into() }));
+        assert_eq!(
+            l.validate(),
+            Err(LabelError::EmptyValue { name: "e".into() })
+        );
         let l = Labels::try_from_pairs([("__name__", "x"), ("", "v")]).unwrap();
         assert_eq!(l.validate(), Err(LabelError::EmptyName));
     }

@@ -64,7 +64,11 @@ impl ProfileBuilder {
     /// A rate of 0 is treated as 1.
     pub fn cpu(sample_rate_hz: u32) -> Self {
         let mut b = Self::new(&[("cpu", "nanoseconds")]);
-        b.set_period("cpu", "nanoseconds", 1_000_000_000 / i64::from(sample_rate_hz.max(1)));
+        b.set_period(
+            "cpu",
+            "nanoseconds",
+            1_000_000_000 / i64::from(sample_rate_hz.max(1)),
+        );
         b
     }
 
@@ -216,7 +220,12 @@ impl ProfileBuilder {
 
     /// Adds a sample with string labels (`key`, `value`); merged only with samples having the
     /// same stack and the same labels.
-    pub fn add_sample_with_labels(&mut self, stack: &[u64], values: &[i64], labels: &[(&str, &str)]) {
+    pub fn add_sample_with_labels(
+        &mut self,
+        stack: &[u64],
+        values: &[i64],
+        labels: &[(&str, &str)],
+    ) {
         let labels: Vec<(i64, i64, i64, i64)> = labels
             .iter()
             .map(|(k, v)| (self.string(k), self.string(v), 0, 0))
@@ -300,7 +309,10 @@ mod tests {
         assert_eq!(p.sample[0].value, [3, 30]);
         assert_eq!(p.sample[2].value, [2, 2]);
         // Leaf first.
-        assert_eq!(p.string(p.function[(p.sample[0].location_id[0] - 1) as usize].name), "c");
+        assert_eq!(
+            p.string(p.function[(p.sample[0].location_id[0] - 1) as usize].name),
+            "c"
+        );
         let strings: std::collections::HashSet<_> = p.string_table.iter().collect();
         assert_eq!(strings.len(), p.string_table.len(), "strings are unique");
     }
@@ -312,7 +324,10 @@ mod tests {
         let p = b.build();
         assert_eq!(p.sample_types(), [("cpu", "nanoseconds")]);
         let pt = p.period_type.unwrap();
-        assert_eq!((p.string(pt.r#type), p.string(pt.unit)), ("cpu", "nanoseconds"));
+        assert_eq!(
+            (p.string(pt.r#type), p.string(pt.unit)),
+            ("cpu", "nanoseconds")
+        );
     }
 
     #[test]

@@ -111,9 +111,14 @@ pub fn check_valid(p: &Profile) -> Result<(), PprofError> {
             return invalid("sample type string index out of range".into());
         }
     }
-    for i in [p.drop_frames, p.keep_frames, p.default_sample_type, p.doc_url]
-        .into_iter()
-        .chain(p.comment.iter().copied())
+    for i in [
+        p.drop_frames,
+        p.keep_frames,
+        p.default_sample_type,
+        p.doc_url,
+    ]
+    .into_iter()
+    .chain(p.comment.iter().copied())
     {
         if !str_ok(i) {
             return invalid(format!("string index {i} out of range"));
@@ -142,7 +147,11 @@ pub fn check_valid(p: &Profile) -> Result<(), PprofError> {
         if l.id == 0 || !locations.insert(l.id) {
             return invalid(format!("location id {} is zero or repeated", l.id));
         }
-        if let Some(line) = l.line.iter().find(|ln| !functions.contains(&ln.function_id)) {
+        if let Some(line) = l
+            .line
+            .iter()
+            .find(|ln| !functions.contains(&ln.function_id))
+        {
             return invalid(format!(
                 "location {} has a line with unknown function {}",
                 l.id, line.function_id

@@ -47,10 +47,10 @@ impl Profile {
     /// last (pprof's convention).
     pub fn default_sample_index(&self) -> usize {
         let wanted = self.default_sample_type;
-        if wanted != 0 {
-            if let Some(i) = self.sample_type.iter().position(|vt| vt.r#type == wanted) {
-                return i;
-            }
+        if wanted != 0
+            && let Some(i) = self.sample_type.iter().position(|vt| vt.r#type == wanted)
+        {
+            return i;
         }
         self.sample_type.len().saturating_sub(1)
     }
