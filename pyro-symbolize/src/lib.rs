@@ -1,1 +1,239 @@
-//! pyro-symbolize (skeleton, being built).
+//! Native symbolization for pyro: turns the instruction addresses of eBPF stack samples into
+//! function names.
+//!
+//! It sits between the sampler (`pyro-ebpf`, which reads raw user and kernel stacks from the
+//! kernel) and the profile builder: for each sample the collector calls
+//! [`Symbolizer::symbolize_user`] with the process id and the user addresses, and
+//! [`Symbolizer::symbolize_kernel`] with the kernel addresses, and gets one [`Frame`] per
+//! address. User addresses are mapped through the process's `/proc/PID/maps` to an offset in the
+//! mapped ELF file, then through that file's `PT_LOAD` segments to an ELF virtual address looked
+//! up in its `.symtab`/`.dynsym` ([`ElfSymbols`]). Files are opened through `/proc/PID/root`
+//! (or `/proc/PID/map_files`), so processes in containers and other mount namespaces work.
+//! Kernel addresses are looked up in `/proc/kallsyms` ([`KernelSymbols`]).
+//!
+//! Caches follow Alloy's `pyroscope.ebpf` knobs: pid → process state (`pid_cache_size`), GNU/Go
+//! build id → symbol table (`build_id_cache_size`), file `(dev, inode)` → symbol table
+//! (`same_file_cache_size`). Names are demangled per [`Demangle`] once per symbol and stored.
+//! Addresses that cannot be resolved become the mapped file's basename, or `[unknown]`; no
+//! input panics.
+//!
+//! ```no_run
+//! use pyro_symbolize::{Symbolizer, SymbolizerConfig};
+//!
+//! fn work() {}
+//!
+//! let symbolizer = Symbolizer::new(SymbolizerConfig::default());
+//! let pid = std::process::id();
+//! let addr = work as usize as u64;
+//! for frame in symbolizer.symbolize_user(pid, &[addr]) {
+//!     println!("{} ({})", frame.name, frame.module);
+//! }
+//! ```
+#![deny(missing_docs)]
+
+mod demangle;
+mod elf;
+mod kernel;
+mod maps;
+mod process;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+pub use demangle::{Demangle, ParseDemangleError, demangle};
+pub use elf::{ElfError, ElfSymbols};
+pub use kernel::{KERNEL_MODULE, KernelError, KernelSymbols};
+
+use process::{ProcessState, Tables};
+
+/// The name (and module) of frames that cannot be attributed to any file.
+pub const UNKNOWN: &str = "[unknown]";
+
+/// Symbolizer settings, named and defaulted like Alloy's `pyroscope.ebpf` arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolizerConfig {
+    /// Processes whose symbol state is kept (`pid_cache_size`, 32).
+    pub pid_cache_size: usize,
+    /// Symbol tables kept by build id (`build_id_cache_size`, 64).
+    pub build_id_cache_size: usize,
+    /// Symbol tables kept by file `(dev, inode)` (`same_file_cache_size`, 8).
+    pub same_file_cache_size: usize,
+    /// Demangling mode (`demangle`, none).
+    pub demangle: Demangle,
+    /// Where procfs is mounted (`/proc`); tests point it elsewhere.
+    pub proc_root: PathBuf,
+}
+
+impl Default for SymbolizerConfig {
+    fn default() -> Self {
+        Self {
+            pid_cache_size: 32,
+            build_id_cache_size: 64,
+            same_file_cache_size: 8,
+            demangle: Demangle::None,
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// One symbolized address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// Function name (demangled per the configured mode); when unresolved, the module name or
+    /// [`UNKNOWN`].
+    pub name: Arc<str>,
+    /// Basename of the mapped file (`libc.so.6`, `[vdso]`), [`KERNEL_MODULE`] or a kernel
+    /// module name for kernel frames, or [`UNKNOWN`].
+    pub module: Arc<str>,
+    /// Whether `name` is a function name from a symbol table.
+    pub resolved: bool,
+}
+
+impl Frame {
+    fn unknown(unknown: &Arc<str>) -> Self {
+        Self {
+            name: unknown.clone(),
+            module: unknown.clone(),
+            resolved: false,
+        }
+    }
+}
+
+/// Resolves user and kernel addresses to [`Frame`]s, with bounded caches inside. Cheap to share
+/// between threads (`Send + Sync`); methods take `&self`.
+pub struct Symbolizer {
+    config: SymbolizerConfig,
+    pids: moka::sync::Cache<u32, Arc<ProcessState>>,
+    by_build_id: moka::sync::Cache<elf::BuildId, Arc<ElfSymbols>>,
+    by_file: moka::sync::Cache<(u64, u64), Arc<ElfSymbols>>,
+    kernel: RwLock<Option<Arc<KernelSymbols>>>,
+    unknown: Arc<str>,
+    kernel_unknown: Arc<str>,
+}
+
+impl std::fmt::Debug for Symbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Symbolizer")
+            .field("config", &self.config)
+            .field("pids", &self.pids.entry_count())
+            .field("by_build_id", &self.by_build_id.entry_count())
+            .field("by_file", &self.by_file.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Symbolizer {
+    /// A symbolizer with empty caches; nothing is read until the first lookup.
+    pub fn new(config: SymbolizerConfig) -> Self {
+        let cap = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Self {
+            pids: moka::sync::Cache::new(cap(config.pid_cache_size)),
+            by_build_id: moka::sync::Cache::new(cap(config.build_id_cache_size)),
+            by_file: moka::sync::Cache::new(cap(config.same_file_cache_size)),
+            kernel: RwLock::new(None),
+            unknown: Arc::from(UNKNOWN),
+            kernel_unknown: Arc::from(KERNEL_MODULE),
+            config,
+        }
+    }
+
+    /// The configuration this symbolizer was built with.
+    pub fn config(&self) -> &SymbolizerConfig {
+        &self.config
+    }
+
+    /// Symbolizes user-space addresses of process `pid`: one frame per address, same order.
+    ///
+    /// Addresses are used as given; for return addresses of non-leaf frames callers usually pass
+    /// `addr - 1` so that a call at the very end of a function is attributed to it.
+    pub fn symbolize_user(&self, pid: u32, addrs: &[u64]) -> Vec<Frame> {
+        let state = self.pids.get_with(pid, || {
+            Arc::new(ProcessState::new(pid, &self.config.proc_root))
+        });
+        let tables = Tables {
+            by_build_id: &self.by_build_id,
+            by_file: &self.by_file,
+            demangle: self.config.demangle,
+            unknown: &self.unknown,
+        };
+        state.symbolize(addrs, &tables)
+    }
+
+    /// Symbolizes kernel addresses through `<proc_root>/kallsyms` (read on first use, see
+    /// [`refresh_kernel_symbols`](Self::refresh_kernel_symbols)). Unresolved addresses become
+    /// frames named and moduled [`KERNEL_MODULE`].
+    pub fn symbolize_kernel(&self, addrs: &[u64]) -> Vec<Frame> {
+        let table = self.kernel_symbols();
+        addrs
+            .iter()
+            .map(|&addr| match table.lookup(addr) {
+                Some((name, module)) => Frame {
+                    name: name.clone(),
+                    module: module.clone(),
+                    resolved: true,
+                },
+                None => Frame {
+                    name: self.kernel_unknown.clone(),
+                    module: self.kernel_unknown.clone(),
+                    resolved: false,
+                },
+            })
+            .collect()
+    }
+
+    /// Re-reads `kallsyms` (after modules were loaded or unloaded).
+    pub fn refresh_kernel_symbols(&self) {
+        let table = Arc::new(self.load_kernel());
+        *self.kernel.write().unwrap_or_else(|e| e.into_inner()) = Some(table);
+    }
+
+    /// Forgets the state of an exited process (its mappings; the symbol tables stay cached by
+    /// build id and file).
+    pub fn process_exited(&self, pid: u32) {
+        self.pids.invalidate(&pid);
+    }
+
+    fn kernel_symbols(&self) -> Arc<KernelSymbols> {
+        if let Some(t) = &*self.kernel.read().unwrap_or_else(|e| e.into_inner()) {
+            return t.clone();
+        }
+        let mut slot = self.kernel.write().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert_with(|| Arc::new(self.load_kernel()))
+            .clone()
+    }
+
+    fn load_kernel(&self) -> KernelSymbols {
+        KernelSymbols::load(self.config.proc_root.join("kallsyms")).unwrap_or_else(|error| {
+            tracing::warn!(%error, "kernel frames stay unresolved");
+            KernelSymbols::empty()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbolizer_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Symbolizer>();
+        check::<ElfSymbols>();
+        check::<KernelSymbols>();
+    }
+
+    #[test]
+    fn defaults_match_alloy() {
+        let c = SymbolizerConfig::default();
+        assert_eq!(
+            (
+                c.pid_cache_size,
+                c.build_id_cache_size,
+                c.same_file_cache_size
+            ),
+            (32, 64, 8)
+        );
+        assert_eq!(c.demangle, Demangle::None);
+        assert_eq!(c.proc_root, PathBuf::from("/proc"));
+    }
+}

@@ -1,0 +1,111 @@
+//! Parsing `/proc/PID/maps`.
+
+/// One executable mapping of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MapEntry {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) offset: u64,
+    /// `(major << 32) | minor` of the device holding the file.
+    pub(crate) dev: u64,
+    pub(crate) inode: u64,
+    /// The path column (without a ` (deleted)` suffix), empty for anonymous mappings.
+    pub(crate) path: String,
+    pub(crate) deleted: bool,
+}
+
+impl MapEntry {
+    /// Whether the mapping is backed by a file we can try to read symbols from.
+    pub(crate) fn is_file(&self) -> bool {
+        self.inode != 0 && self.path.starts_with('/')
+    }
+}
+
+/// Executable mappings of a `/proc/PID/maps` text, sorted by start address. Lines that do not
+/// parse are skipped.
+pub(crate) fn parse_maps(text: &str) -> Vec<MapEntry> {
+    let mut out: Vec<MapEntry> = text.lines().filter_map(parse_line).collect();
+    out.sort_unstable_by_key(|m| m.start);
+    out
+}
+
+fn parse_line(line: &str) -> Option<MapEntry> {
+    let mut rest = line;
+    let mut field = || {
+        let s = rest.trim_start_matches(' ');
+        let end = s.find(' ').unwrap_or(s.len());
+        let (f, r) = s.split_at(end);
+        rest = r;
+        f
+    };
+    let range = field();
+    let perms = field();
+    let offset = field();
+    let dev = field();
+    let inode = field();
+    if perms.as_bytes().get(2) != Some(&b'x') {
+        return None;
+    }
+    let (start, end) = range.split_once('-')?;
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    if end <= start {
+        return None;
+    }
+    let (major, minor) = dev.split_once(':')?;
+    let dev = (u64::from_str_radix(major, 16).ok()? << 32) | u64::from_str_radix(minor, 16).ok()?;
+    let mut path = rest.trim_start_matches(' ');
+    let deleted = path.ends_with(" (deleted)");
+    if deleted {
+        path = &path[..path.len() - " (deleted)".len()];
+    }
+    Some(MapEntry {
+        start,
+        end,
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        dev,
+        inode: inode.parse().ok()?,
+        path: path.to_owned(),
+        deleted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_executable_lines() {
+        let text = "\
+55d0c8a00000-55d0c8a02000 r--p 00000000 fd:01 1234   /usr/bin/cat
+55d0c8a02000-55d0c8a07000 r-xp 00002000 fd:01 1234   /usr/bin/cat
+7f0000000000-7f0000001000 r-xp 00000000 00:00 0 
+7f0000100000-7f0000101000 r-xp 00001000 08:12 99     /tmp/my lib.so (deleted)
+7ffd1c3f0000-7ffd1c3f2000 r-xp 00000000 00:00 0      [vdso]
+garbage line
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
+";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 5);
+        assert_eq!(
+            maps[0],
+            MapEntry {
+                start: 0x55d0c8a02000,
+                end: 0x55d0c8a07000,
+                offset: 0x2000,
+                dev: (0xfd << 32) | 1,
+                inode: 1234,
+                path: "/usr/bin/cat".into(),
+                deleted: false,
+            }
+        );
+        assert!(maps[0].is_file());
+        assert_eq!(maps[1].path, "");
+        assert!(!maps[1].is_file());
+        assert_eq!(maps[2].path, "/tmp/my lib.so");
+        assert!(maps[2].deleted);
+        assert_eq!(maps[3].path, "[vdso]");
+        assert!(!maps[3].is_file());
+        assert_eq!(maps[4].path, "[vsyscall]");
+    }
+}

@@ -1,0 +1,226 @@
+//! Per-process symbol state: the executable mappings of one pid and the symbol table of each.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::elf::{BuildId, ElfHeaders, ElfSymbols};
+use crate::maps::{MapEntry, parse_maps};
+use crate::{Demangle, Frame};
+
+/// Shared caches a process consults when it first needs a file's symbols.
+pub(crate) struct Tables<'a> {
+    pub(crate) by_build_id: &'a moka::sync::Cache<BuildId, Arc<ElfSymbols>>,
+    pub(crate) by_file: &'a moka::sync::Cache<(u64, u64), Arc<ElfSymbols>>,
+    pub(crate) demangle: Demangle,
+    pub(crate) unknown: &'a Arc<str>,
+}
+
+#[derive(Debug)]
+enum TableState {
+    NotLoaded,
+    Loaded(Arc<ElfSymbols>),
+    Failed,
+}
+
+#[derive(Debug)]
+struct Mapping {
+    entry: MapEntry,
+    /// Basename of the mapped file (or `[vdso]`…), `[unknown]` for anonymous memory.
+    module: Arc<str>,
+    table: TableState,
+}
+
+/// Symbol state of one process, shared through the pid cache.
+#[derive(Debug)]
+pub(crate) struct ProcessState {
+    pid: u32,
+    /// `<proc_root>/<pid>`.
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    read_once: bool,
+    mappings: Vec<Mapping>,
+}
+
+impl ProcessState {
+    pub(crate) fn new(pid: u32, proc_root: &std::path::Path) -> Self {
+        Self {
+            pid,
+            dir: proc_root.join(pid.to_string()),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    pub(crate) fn symbolize(&self, addrs: &[u64], tables: &Tables<'_>) -> Vec<Frame> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !inner.read_once {
+            self.refresh(&mut inner, tables);
+        }
+        let mut refreshed = false;
+        let mut frames = Vec::with_capacity(addrs.len());
+        // Stacks mostly stay within few mappings: remember the last one.
+        let mut last: Option<usize> = None;
+        for &addr in addrs {
+            let mut idx = last
+                .filter(|&i| {
+                    inner.mappings[i].entry.start <= addr && addr < inner.mappings[i].entry.end
+                })
+                .or_else(|| find(&inner.mappings, addr));
+            if idx.is_none() && !refreshed {
+                // An address outside every known mapping: the process may have mapped something
+                // new (dlopen, JIT). Re-read the maps, at most once per call.
+                refreshed = true;
+                self.refresh(&mut inner, tables);
+                idx = find(&inner.mappings, addr);
+            }
+            last = idx;
+            let Some(i) = idx else {
+                frames.push(Frame::unknown(tables.unknown));
+                continue;
+            };
+            let frame = self.lookup(&mut inner.mappings[i], addr, tables);
+            frames.push(frame);
+        }
+        frames
+    }
+
+    fn lookup(&self, m: &mut Mapping, addr: u64, tables: &Tables<'_>) -> Frame {
+        if matches!(m.table, TableState::NotLoaded) {
+            m.table = match self.load(&m.entry, tables) {
+                Some(t) => TableState::Loaded(t),
+                None => TableState::Failed,
+            };
+        }
+        let unresolved = || Frame {
+            name: m.module.clone(),
+            module: m.module.clone(),
+            resolved: false,
+        };
+        let TableState::Loaded(table) = &m.table else {
+            return unresolved();
+        };
+        let file_offset = (addr - m.entry.start).checked_add(m.entry.offset);
+        match file_offset.and_then(|o| table.lookup_file_offset(o)) {
+            Some(name) => Frame {
+                name: name.clone(),
+                module: m.module.clone(),
+                resolved: true,
+            },
+            None => unresolved(),
+        }
+    }
+
+    /// Finds (through the caches) or loads the symbols of a mapped file.
+    fn load(&self, e: &MapEntry, tables: &Tables<'_>) -> Option<Arc<ElfSymbols>> {
+        if !e.is_file() {
+            return None;
+        }
+        let key = (e.dev, e.inode);
+        if let Some(t) = tables.by_file.get(&key) {
+            return Some(t);
+        }
+        let (file, path) = self.open(e)?;
+        let headers = match ElfHeaders::read(file, &path) {
+            Ok(h) => h,
+            Err(error) => {
+                tracing::debug!(pid = self.pid, path = %path.display(), %error, "no symbols for mapping");
+                return None;
+            }
+        };
+        let build_id = headers.build_id().cloned();
+        if let Some(id) = &build_id
+            && let Some(t) = tables.by_build_id.get(id)
+        {
+            tables.by_file.insert(key, t.clone());
+            return Some(t);
+        }
+        let table = match headers.load(tables.demangle) {
+            Ok(t) => Arc::new(t),
+            Err(error) => {
+                tracing::debug!(pid = self.pid, path = %path.display(), %error, "no symbols for mapping");
+                return None;
+            }
+        };
+        tracing::trace!(pid = self.pid, path = %path.display(), symbols = table.len(), "loaded symbols");
+        if let Some(id) = build_id {
+            tables.by_build_id.insert(id, table.clone());
+        }
+        tables.by_file.insert(key, table.clone());
+        Some(table)
+    }
+
+    /// Opens the mapped file as the process sees it: through `/proc/PID/root/<path>` (works
+    /// across mount namespaces), else `/proc/PID/map_files/<start>-<end>` (works for deleted or
+    /// replaced files).
+    fn open(&self, e: &MapEntry) -> Option<(File, PathBuf)> {
+        if !e.deleted {
+            let path = self.dir.join("root").join(e.path.trim_start_matches('/'));
+            if let Ok(file) = File::open(&path) {
+                // The path may now name a different file (upgraded package): check the inode.
+                if file.metadata().is_ok_and(|md| md.ino() == e.inode) {
+                    return Some((file, path));
+                }
+            }
+        }
+        let path = self
+            .dir
+            .join("map_files")
+            .join(format!("{:x}-{:x}", e.start, e.end));
+        File::open(&path).ok().map(|f| (f, path))
+    }
+
+    fn refresh(&self, inner: &mut Inner, tables: &Tables<'_>) {
+        inner.read_once = true;
+        let text = match std::fs::read_to_string(self.dir.join("maps")) {
+            Ok(t) => t,
+            Err(error) => {
+                tracing::debug!(pid = self.pid, %error, "cannot read maps");
+                inner.mappings.clear();
+                return;
+            }
+        };
+        let mut old = std::mem::take(&mut inner.mappings);
+        inner.mappings = parse_maps(&text)
+            .into_iter()
+            .map(|entry| {
+                // Keep what was loaded for mappings that did not change.
+                let table = old
+                    .iter_mut()
+                    .find(|o| o.entry == entry)
+                    .map_or(TableState::NotLoaded, |o| {
+                        std::mem::replace(&mut o.table, TableState::NotLoaded)
+                    });
+                Mapping {
+                    module: module_name(&entry, tables.unknown),
+                    entry,
+                    table,
+                }
+            })
+            .collect();
+    }
+}
+
+fn find(mappings: &[Mapping], addr: u64) -> Option<usize> {
+    let i = mappings
+        .partition_point(|m| m.entry.start <= addr)
+        .checked_sub(1)?;
+    (addr < mappings[i].entry.end).then_some(i)
+}
+
+fn module_name(e: &MapEntry, unknown: &Arc<str>) -> Arc<str> {
+    if e.path.is_empty() {
+        return unknown.clone();
+    }
+    if e.path.starts_with('/') {
+        let base = e.path.rsplit('/').next().unwrap_or(&e.path);
+        if !base.is_empty() {
+            return Arc::from(base);
+        }
+    }
+    Arc::from(e.path.as_str())
+}
