@@ -96,10 +96,9 @@ pub fn encode_gzip(profile: &Profile, level: u32) -> Vec<u8> {
 /// one value per sample type, every line referencing an existing function.
 pub fn check_valid(p: &Profile) -> Result<(), PprofError> {
     let invalid = |msg: String| Err(PprofError::Invalid(msg));
-    match p.string_table.first() {
-        None if p.sample.is_empty() && p.sample_type.is_empty() => {}
-        Some(s) if s.is_empty() => {}
-        _ => return invalid("string_table[0] must be \"\"".into()),
+    // As in Go's decoder and Pyroscope: the table must exist and start with "".
+    if p.string_table.first().is_none_or(|s| !s.is_empty()) {
+        return invalid("string_table[0] must be \"\"".into());
     }
     let n = p.string_table.len() as i64;
     let str_ok = |i: i64| (0..n.max(1)).contains(&i);
@@ -201,6 +200,11 @@ mod tests {
     #[test]
     fn garbage_truncated_and_bombs_are_errors() {
         assert!(matches!(decode(&[], 100), Err(PprofError::Empty)));
+        // Decodes as protobuf (one unknown field) but has no string table: not a profile.
+        assert!(matches!(
+            decode(&[0xe0, 0x22, 0x15], 100),
+            Err(PprofError::Invalid(_))
+        ));
         assert!(matches!(
             decode(b"\xff\xff\xff\xff garbage", 100),
             Err(PprofError::Decode(_))
