@@ -1,1 +1,64 @@
-//! pyro-receive (skeleton, being built).
+//! An HTTP server that accepts the profiles Pyroscope SDKs and agents push, and forwards each
+//! one as a [`pyro_core::Profile`] to receivers: what Grafana Alloy's
+//! `pyroscope.receive_http` does, as a future the host runs on its own tokio runtime.
+//!
+//! ```text
+//!  SDKs, agents, other Alloys ──HTTP──▶ Server ──Profile──▶ Fanout ──▶ enricher / writer / file
+//!  (Push, /ingest)                      (this crate)
+//! ```
+//!
+//! - `POST /push.v1.PusherService/Push`: Connect unary, `application/proto` or
+//!   `application/json`, request `Content-Encoding: gzip` or identity ([`push`]).
+//! - `POST /ingest`: the legacy API: pprof (raw or multipart), `folded` and `lines` text,
+//!   converted to pprof ([`ingest`]).
+//! - Labels: reserved `__` labels are dropped except `__name__`/`__delta__`, then checked with
+//!   [`pyro_core::Labels::validate`]; Alloy's `ensureServiceName` quirk is not copied
+//!   ([`labels`] says why and what happens instead).
+//! - Errors are Connect's JSON `{"code","message"}` ([`RequestError`]); bad input is never
+//!   reported as a downstream failure, and downstream failures keep their kind.
+//! - Limits: body size, decompressed size (gzip bombs stop there), connections, read
+//!   timeouts; [`ServerHandle::shutdown`] lets in-flight requests finish ([`Config`]).
+//! - Metrics in the host's `prometheus_client` registry ([`ReceiveMetrics`]).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pyro_core::{AppendError, DynReceiver, Profile, Receiver};
+//! use pyro_receive::{Config, Server};
+//!
+//! #[derive(Debug)]
+//! struct Print;
+//! #[pyro_core::async_trait]
+//! impl Receiver for Print {
+//!     async fn append(&self, p: Profile) -> Result<(), AppendError> {
+//!         println!("{} ({} bytes)", p.labels, p.raw.len());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! # rt.block_on(async {
+//! let config = Config { listen_address: "127.0.0.1".into(), listen_port: 0, ..Config::default() };
+//! let (handle, serve) = Server::new(config, vec![Arc::new(Print) as DynReceiver]).bind()?;
+//! let server = tokio::spawn(serve);
+//! println!("push to http://{}/push.v1.PusherService/Push", handle.local_addr());
+//! // … later:
+//! handle.shutdown();
+//! server.await??;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod ingest;
+pub mod labels;
+pub mod metrics;
+pub mod push;
+mod server;
+
+pub use error::{Code, RequestError, ServeError};
+pub use metrics::ReceiveMetrics;
+pub use server::{Config, Server, ServerHandle, decode_content_encoding};

@@ -1,0 +1,760 @@
+//! The legacy `/ingest` API: query parameters, format selection and the body parsers
+//! ([`parse_ingest`]).
+//!
+//! Supported bodies: pprof (raw, gzip or plain; or `multipart/form-data` with a `profile` part
+//! and an optional `sample_type_config` part) and the text formats `folded` (`a;b;c 12` per
+//! line, the default) and `lines` (one stack per line, identical lines counted), which are
+//! converted to pprof with [`ProfileBuilder`]. `trie`, `tree`, `jfr` and `speedscope` are
+//! refused with 415, any other `format` with 400.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use pyro_core::labels::names;
+use pyro_core::pprof::{self, ProfileBuilder};
+use pyro_core::{Labels, Profile};
+
+use crate::error::RequestError;
+use crate::labels::{AppName, parse_app_name};
+use crate::push::pprof_error;
+
+/// One `/ingest` request as the parsers see it.
+#[derive(Debug, Clone)]
+pub struct IngestRequest<'a> {
+    /// The raw query string (without `?`).
+    pub query: &'a str,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<&'a str>,
+    /// The body, already decompressed per `Content-Encoding`.
+    pub body: Bytes,
+}
+
+/// The query parameters of `/ingest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestParams {
+    /// `name`: the application name and its labels.
+    pub name: AppName,
+    /// `from`, in nanoseconds since the epoch (now when absent).
+    pub from_nanos: i64,
+    /// `until`, in nanoseconds since the epoch (now when absent).
+    pub until_nanos: i64,
+    /// `sampleRate` in Hz (100 when absent or invalid, like Pyroscope).
+    pub sample_rate: u32,
+    /// `spyName` (`unknown` when absent).
+    pub spy_name: String,
+    /// `format`, lower-cased, if given.
+    pub format: Option<String>,
+}
+
+/// Parses the query string of an `/ingest` request.
+pub fn parse_params(query: &str, now_nanos: i64) -> Result<IngestParams, RequestError> {
+    let mut name = None;
+    let (mut from, mut until, mut rate, mut spy, mut format) = (None, None, None, None, None);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "name" => name = Some(v.into_owned()),
+            "from" => from = Some(v.into_owned()),
+            "until" => until = Some(v.into_owned()),
+            "sampleRate" => rate = Some(v.into_owned()),
+            "spyName" => spy = Some(v.into_owned()),
+            "format" => format = Some(v.trim().to_ascii_lowercase()),
+            _ => {}
+        }
+    }
+    let name = name.ok_or_else(|| RequestError::invalid("name: parameter is required"))?;
+    let name = parse_app_name(&name).map_err(|e| RequestError::invalid(format!("name: {e}")))?;
+    let time = |param: &str, v: Option<String>| match v {
+        None => Ok(now_nanos),
+        Some(v) => parse_time(&v, now_nanos)
+            .ok_or_else(|| RequestError::invalid(format!("{param}: cannot parse time {v:?}"))),
+    };
+    let from_nanos = time("from", from)?;
+    let until_nanos = time("until", until)?;
+    let sample_rate = rate.and_then(|r| r.trim().parse().ok()).unwrap_or(100);
+    Ok(IngestParams {
+        name,
+        from_nanos,
+        until_nanos,
+        sample_rate,
+        spy_name: spy
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into()),
+        format: format.filter(|f| !f.is_empty()),
+    })
+}
+
+const NANOS: i64 = 1_000_000_000;
+
+/// Parses a time as Pyroscope's `attime.Parse` does: all digits are `YYYYMMDD` (8 digits that
+/// form a date), Unix milliseconds (13 digits), microseconds (16), nanoseconds (19) or seconds
+/// (any other count); `now`, `now-1h`, `now+30s` (units `s`, `m`/`min`, `h`, `d`, `w`) are
+/// relative to `now_nanos`. Returns nanoseconds since the epoch.
+pub fn parse_time(s: &str, now_nanos: i64) -> Option<i64> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        if s.len() == 8 {
+            let (y, m, d) = (
+                s[..4].parse().ok()?,
+                s[4..6].parse().ok()?,
+                s[6..].parse().ok()?,
+            );
+            if let Some(days) = days_from_civil(y, m, d) {
+                return days.checked_mul(86_400 * NANOS);
+            }
+        }
+        let n: i64 = s.parse().ok()?;
+        return match s.len() {
+            13 => n.checked_mul(1_000_000),
+            16 => n.checked_mul(1_000),
+            19 => Some(n),
+            _ => n.checked_mul(NANOS),
+        };
+    }
+    let rest = s.strip_prefix("now")?;
+    if rest.is_empty() {
+        return Some(now_nanos);
+    }
+    let (sign, rest) = match rest.as_bytes()[0] {
+        b'-' => (-1, &rest[1..]),
+        b'+' => (1, &rest[1..]),
+        _ => return None,
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let n: i64 = rest[..digits].parse().ok()?;
+    let unit = match &rest[digits..] {
+        "s" | "sec" | "secs" | "second" | "seconds" => NANOS,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60 * NANOS,
+        "h" | "hour" | "hours" => 3_600 * NANOS,
+        "d" | "day" | "days" => 86_400 * NANOS,
+        "w" | "week" | "weeks" => 7 * 86_400 * NANOS,
+        _ => return None,
+    };
+    now_nanos.checked_add(sign * n.checked_mul(unit)?)
+}
+
+/// Days since 1970-01-01 of a valid proleptic Gregorian date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i64> {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&m) || d == 0 || d > month_days[m as usize - 1] {
+        return None;
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// The body parser an `/ingest` request selects (Pyroscope's order, first match wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestFormat {
+    /// pprof bytes as the whole body.
+    Pprof,
+    /// `multipart/form-data` with a pprof `profile` part.
+    PprofMultipart,
+    /// `frame;frame;leaf count` lines.
+    Folded,
+    /// One stack per line.
+    Lines,
+}
+
+const SUPPORTED: &str = "supported formats are pprof (raw or multipart), folded and lines";
+
+/// Picks the parser for `format` and `Content-Type`.
+pub fn select_format(
+    format: Option<&str>,
+    content_type: Option<&str>,
+) -> Result<IngestFormat, RequestError> {
+    let ct = content_type.unwrap_or("").to_ascii_lowercase();
+    let multipart = ct.contains("multipart/form-data");
+    let unsupported = |f: &str| {
+        RequestError::unsupported_media_type(format!(
+            "format {f:?} is not supported by this receiver; {SUPPORTED}"
+        ))
+    };
+    match format {
+        Some(f @ ("trie" | "tree" | "jfr" | "speedscope")) => Err(unsupported(f)),
+        _ if ct.starts_with("binary/octet-stream+trie") => Err(unsupported("trie")),
+        _ if ct.starts_with("binary/octet-stream+tree") => Err(unsupported("tree")),
+        Some("lines") => Ok(IngestFormat::Lines),
+        Some("pprof") if multipart => Ok(IngestFormat::PprofMultipart),
+        Some("pprof") => Ok(IngestFormat::Pprof),
+        None if multipart => Ok(IngestFormat::PprofMultipart),
+        None | Some("folded" | "groups") => Ok(IngestFormat::Folded),
+        Some(other) => Err(RequestError::invalid(format!(
+            "format: unknown format {other:?}; {SUPPORTED}"
+        ))),
+    }
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Parses an `/ingest` request into the profile it carries (none for a text body without
+/// stacks). Payloads are capped at `max_decoded_size` decompressed bytes.
+///
+/// ```
+/// use pyro_receive::ingest::{IngestRequest, parse_ingest};
+///
+/// let req = IngestRequest {
+///     query: "name=shop.cpu%7Benv%3Dprod%7D&sampleRate=100&spyName=rbspy",
+///     content_type: None,
+///     body: "main;work 3\nmain;idle 1\n".into(),
+/// };
+/// let profiles = parse_ingest(&req, 1 << 20).unwrap();
+/// let p = &profiles[0];
+/// assert_eq!(p.labels.get("__name__"), Some("process_cpu"));
+/// assert_eq!(p.labels.get("service_name"), Some("shop"));
+/// assert_eq!(p.labels.get("env"), Some("prod"));
+/// let pprof = pyro_core::pprof::decode(&p.raw, 1 << 20).unwrap();
+/// assert_eq!(pprof.sample.len(), 2);
+/// ```
+pub fn parse_ingest(
+    req: &IngestRequest<'_>,
+    max_decoded_size: usize,
+) -> Result<Vec<Profile>, RequestError> {
+    let params = parse_params(req.query, now_nanos())?;
+    match select_format(params.format.as_deref(), req.content_type)? {
+        IngestFormat::Folded | IngestFormat::Lines => parse_text(req, &params),
+        IngestFormat::Pprof => {
+            let profile = pprof_profile(&req.body, &params, &HashMap::new(), max_decoded_size)?;
+            Ok(vec![profile])
+        }
+        IngestFormat::PprofMultipart => {
+            let parts = parse_multipart(req, max_decoded_size)?;
+            let profile = parts
+                .profile
+                .ok_or_else(|| RequestError::invalid("multipart body has no `profile` part"))?;
+            let profile = pprof_profile(&profile, &params, &parts.display_names, max_decoded_size)?;
+            Ok(vec![profile])
+        }
+    }
+}
+
+/// The parts of a multipart `/ingest` body this receiver reads.
+#[derive(Debug, Default)]
+pub struct MultipartParts {
+    /// The `profile` part (pprof, gzip or plain).
+    pub profile: Option<Bytes>,
+    /// Sample type → `display-name` from the `sample_type_config` part.
+    pub display_names: HashMap<String, String>,
+}
+
+/// Reads a `multipart/form-data` body: `profile`, `sample_type_config`; `prev_profile` (the
+/// cumulative protocol of very old clients) is refused; other parts are ignored.
+pub fn parse_multipart(
+    req: &IngestRequest<'_>,
+    max_decoded_size: usize,
+) -> Result<MultipartParts, RequestError> {
+    let content_type = req.content_type.unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|e| {
+        RequestError::invalid(format!("multipart: bad Content-Type {content_type:?}: {e}"))
+    })?;
+    let stream = futures_util::stream::iter([Ok::<Bytes, Infallible>(req.body.clone())]);
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(req.body.len() as u64));
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let read = async {
+        let mut parts = MultipartParts::default();
+        while let Some(field) = multipart.next_field().await? {
+            let name = field.name().unwrap_or("").to_owned();
+            let data = field.bytes().await?;
+            match name.as_str() {
+                "profile" => parts.profile = Some(data),
+                "prev_profile" => {
+                    return Ok(Err(RequestError::invalid(
+                        "multipart: `prev_profile` (cumulative profiles of old clients) is not supported",
+                    )));
+                }
+                "sample_type_config" => match sample_type_config(&data, max_decoded_size) {
+                    Ok(names) => parts.display_names = names,
+                    Err(e) => return Ok(Err(e)),
+                },
+                _ => {}
+            }
+        }
+        Ok::<_, multer::Error>(Ok(parts))
+    };
+    // The stream is in memory, so the future never waits.
+    match read.now_or_never() {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(RequestError::invalid(format!("multipart: {e}"))),
+        None => Err(RequestError::new(
+            crate::error::Code::Internal,
+            "multipart: parser waited on an in-memory body",
+        )),
+    }
+}
+
+fn sample_type_config(
+    data: &[u8],
+    max_decoded_size: usize,
+) -> Result<HashMap<String, String>, RequestError> {
+    let plain;
+    let data = if pprof::is_gzip(data) {
+        plain = pprof::gunzip_capped(data, max_decoded_size)
+            .map_err(|e| pprof_error("multipart: sample_type_config", &e))?;
+        &plain[..]
+    } else {
+        data
+    };
+    let config: HashMap<String, serde_json::Value> = serde_json::from_slice(data).map_err(|e| {
+        RequestError::invalid(format!(
+            "multipart: sample_type_config is not a JSON object: {e}"
+        ))
+    })?;
+    Ok(config
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let dn = v.get("display-name")?.as_str()?.to_owned();
+            Some((k, dn))
+        })
+        .collect())
+}
+
+/// `__name__` for a pprof from its sample types (and `display-name`s), Pyroscope's heuristic.
+fn pprof_metric_name(p: &pprof::Profile, display_names: &HashMap<String, String>) -> &'static str {
+    let types: Vec<&str> = p.sample_types().into_iter().map(|(t, _)| t).collect();
+    if types.contains(&"wall") {
+        return "wall";
+    }
+    let shown = |t: &str| display_names.get(t).map_or(t, String::as_str).to_owned();
+    if types
+        .iter()
+        .any(|t| t.contains("cpu") || shown(t).contains("cpu"))
+    {
+        return "process_cpu";
+    }
+    for t in &types {
+        for name in [(*t).to_owned(), shown(t)] {
+            if ["alloc_", "inuse_", "space", "objects"]
+                .iter()
+                .any(|m| name.contains(m))
+            {
+                return "memory";
+            }
+            if name.starts_with("mutex_") {
+                return "mutex";
+            }
+            if name.starts_with("block_") {
+                return "block";
+            }
+            if name.contains("goroutine") {
+                return "goroutine";
+            }
+        }
+    }
+    "unknown"
+}
+
+/// The series labels of an `/ingest` profile. `service` is the service name derived from the
+/// application name; if the braces name a `service_name`, `service` goes to `app_name`.
+fn ingest_labels(
+    params: &IngestParams,
+    metric: &str,
+    service: &str,
+) -> Result<Labels, RequestError> {
+    let mut labels: Labels = params.name.labels.iter().cloned().collect();
+    if labels.contains(names::SERVICE_NAME) {
+        labels.set(names::APP_NAME, service);
+    } else {
+        labels.set(names::SERVICE_NAME, service);
+    }
+    labels.drop_reserved();
+    labels.set(names::METRIC_NAME, metric);
+    labels.set(names::DELTA, "false");
+    labels.set(names::PYROSCOPE_SPY, params.spy_name.as_str());
+    labels
+        .validate()
+        .map_err(|e| RequestError::invalid(format!("invalid labels: {e}")))?;
+    Ok(labels)
+}
+
+fn pprof_profile(
+    raw: &Bytes,
+    params: &IngestParams,
+    display_names: &HashMap<String, String>,
+    max_decoded_size: usize,
+) -> Result<Profile, RequestError> {
+    let mut decoded =
+        pprof::decode(raw, max_decoded_size).map_err(|e| pprof_error("pprof body", &e))?;
+    let metric = pprof_metric_name(&decoded, display_names);
+    let labels = ingest_labels(params, metric, &params.name.app)?;
+    // Old clients (pyroscope-rs < 1, py-spy, rbspy) wrote microseconds, landing in 1970;
+    // Pyroscope replaces such times with `from`, and so does this receiver.
+    const YEAR_NANOS: i64 = 365 * 86_400 * NANOS;
+    let raw = if decoded.time_nanos < YEAR_NANOS {
+        decoded.time_nanos = params.from_nanos;
+        Bytes::from(pprof::encode(&decoded))
+    } else {
+        raw.clone()
+    };
+    Ok(Profile::new(labels, raw))
+}
+
+/// What a text format's profile-type suffix (`app.cpu`) maps to.
+struct TextType {
+    metric: &'static str,
+    sample_type: &'static str,
+    unit: &'static str,
+    /// With a sample rate, values are scaled to nanoseconds of this type.
+    timed: Option<&'static str>,
+}
+
+fn text_type(suffix: &str) -> Option<TextType> {
+    let t = |metric, sample_type, unit| TextType {
+        metric,
+        sample_type,
+        unit,
+        timed: None,
+    };
+    Some(match suffix {
+        "cpu" | "itimer" => TextType {
+            timed: Some("cpu"),
+            ..t("process_cpu", "samples", "count")
+        },
+        "wall" | "seconds" | "nanoseconds" | "microseconds" | "milliseconds" => TextType {
+            timed: Some("wall"),
+            ..t("wall", "samples", "count")
+        },
+        "inuse_objects" => t("memory", "inuse_objects", "count"),
+        "alloc_objects" => t("memory", "alloc_objects", "count"),
+        "inuse_space" => t("memory", "inuse_space", "bytes"),
+        "alloc_space" => t("memory", "alloc_space", "bytes"),
+        "alloc_in_new_tlab_objects" => t("memory", "alloc_in_new_tlab_objects", "count"),
+        "alloc_in_new_tlab_bytes" => t("memory", "alloc_in_new_tlab_bytes", "bytes"),
+        "alloc_outside_tlab_objects" => t("memory", "alloc_outside_tlab_objects", "count"),
+        "alloc_outside_tlab_bytes" => t("memory", "alloc_outside_tlab_bytes", "bytes"),
+        "live" => t("memory", "live", "count"),
+        "bytes" => t("memory", "samples", "bytes"),
+        "goroutines" => t("goroutine", "goroutines", "count"),
+        "mutex_count" => t("mutex", "contentions", "count"),
+        "mutex_duration" => t("mutex", "delay", "nanoseconds"),
+        "block_count" | "lock_count" => t("block", "contentions", "count"),
+        "block_duration" | "lock_duration" => t("block", "delay", "nanoseconds"),
+        "exceptions" => t("exceptions", "samples", "count"),
+        _ => return None,
+    })
+}
+
+fn parse_text(
+    req: &IngestRequest<'_>,
+    params: &IngestParams,
+) -> Result<Vec<Profile>, RequestError> {
+    let app = params.name.app.as_str();
+    let (service, suffix) = app.rsplit_once('.').unwrap_or((app, "cpu"));
+    let ty = text_type(suffix).ok_or_else(|| {
+        RequestError::invalid(format!(
+            "name: unknown profile type {suffix:?} (the last dot-suffix of {app:?} selects it, e.g. {service}.cpu)"
+        ))
+    })?;
+    let text = std::str::from_utf8(&req.body)
+        .map_err(|e| RequestError::invalid(format!("body is not UTF-8 text: {e}")))?;
+    let mut builder = match ty.timed {
+        Some(timed) if params.sample_rate != 0 => {
+            let mut b = ProfileBuilder::new(&[(timed, "nanoseconds")]);
+            b.set_period(timed, "nanoseconds", NANOS / i64::from(params.sample_rate));
+            b
+        }
+        _ => {
+            let mut b = ProfileBuilder::new(&[(ty.sample_type, ty.unit)]);
+            b.set_period(ty.sample_type, ty.unit, 1);
+            b
+        }
+    };
+    let scale = builder.period().max(1);
+    let lines_format = params.format.as_deref() == Some("lines");
+    let mut lines_counts: HashMap<&str, i64> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        if lines_format {
+            *lines_counts.entry(line).or_insert(0) += 1;
+            continue;
+        }
+        let Some((stack, count)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let count: u64 = count.trim().parse().map_err(|_| {
+            RequestError::invalid(format!(
+                "folded line {}: count {count:?} is not a non-negative integer",
+                n + 1
+            ))
+        })?;
+        let value = i64::try_from(count)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(scale);
+        let frames: Vec<&str> = stack.split(';').collect();
+        builder.add_folded(&frames, &[value]);
+    }
+    let mut stacks: Vec<_> = lines_counts.into_iter().collect();
+    stacks.sort_unstable();
+    for (stack, count) in stacks {
+        let frames: Vec<&str> = stack.split(';').collect();
+        builder.add_folded(&frames, &[count.saturating_mul(scale)]);
+    }
+    if builder.sample_count() == 0 {
+        return Ok(Vec::new());
+    }
+    builder.set_time(
+        params.from_nanos,
+        params.until_nanos.saturating_sub(params.from_nanos).max(0),
+    );
+    let labels = ingest_labels(params, ty.metric, service)?;
+    Ok(vec![Profile::new(labels, pprof::encode(&builder.build()))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyro_core::pprof::{decode, encode_gzip, folded};
+
+    fn ingest(
+        query: &str,
+        ct: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Result<Vec<Profile>, RequestError> {
+        parse_ingest(
+            &IngestRequest {
+                query,
+                content_type: ct,
+                body: body.into(),
+            },
+            1 << 20,
+        )
+    }
+
+    #[test]
+    fn times() {
+        let now = 1_700_000_000 * NANOS;
+        assert_eq!(parse_time("1700000001", now), Some(1_700_000_001 * NANOS));
+        assert_eq!(
+            parse_time("1700000001000", now),
+            Some(1_700_000_001 * NANOS)
+        );
+        assert_eq!(
+            parse_time("1700000001000000", now),
+            Some(1_700_000_001 * NANOS)
+        );
+        assert_eq!(
+            parse_time("1700000001000000000", now),
+            Some(1_700_000_001 * NANOS)
+        );
+        // 2023-11-14 = 19675 days after the epoch (`date -d 2023-11-14 +%s` / 86400).
+        assert_eq!(parse_time("20231114", now), Some(19_675 * 86_400 * NANOS));
+        assert_eq!(parse_time("20000229", now), Some(11_016 * 86_400 * NANOS));
+        // Not a date: seconds.
+        assert_eq!(parse_time("20231399", now), Some(20_231_399 * NANOS));
+        assert_eq!(parse_time("now", now), Some(now));
+        assert_eq!(parse_time("now-1h", now), Some(now - 3_600 * NANOS));
+        assert_eq!(parse_time("now+30s", now), Some(now + 30 * NANOS));
+        assert_eq!(parse_time("yesterday", now), None);
+        assert_eq!(parse_time("99999999999999999999", now), None);
+        assert_eq!(parse_time("now-1parsec", now), None);
+    }
+
+    #[test]
+    fn folded_cpu_with_rate() {
+        let p = ingest(
+            "name=my.app.cpu%7Benv%3Dstaging%2C__session_id__%3Dx%7D&from=1700000000&until=1700000010&sampleRate=100&spyName=pyspy&format=folded",
+            Some("text/plain"),
+            "main;a;b 3\r\nmain;a;b 2\nmain;c 1\nno-count-line\n\n",
+        )
+        .unwrap();
+        assert_eq!(p.len(), 1);
+        let l = &p[0].labels;
+        assert_eq!(
+            l.to_string(),
+            Labels::from_iter([
+                ("__delta__", "false"),
+                ("__name__", "process_cpu"),
+                ("env", "staging"),
+                ("pyroscope_spy", "pyspy"),
+                ("service_name", "my.app"),
+            ])
+            .to_string()
+        );
+        let pp = decode(&p[0].raw, 1 << 20).unwrap();
+        assert_eq!(pp.sample_types(), [("cpu", "nanoseconds")]);
+        assert_eq!(pp.period, 10_000_000);
+        assert_eq!(pp.time_nanos, 1_700_000_000 * NANOS);
+        assert_eq!(pp.duration_nanos, 10 * NANOS);
+        let stacks = folded(&pp, 0);
+        assert_eq!(stacks.len(), 2);
+        assert_eq!(stacks[0].frames, ["main", "a", "b"]);
+        assert_eq!(stacks[0].value, 5 * 10_000_000);
+    }
+
+    #[test]
+    fn lines_and_types() {
+        let p = ingest(
+            "name=svc.alloc_space%7Bservice_name%3Dreal%7D&format=lines",
+            None,
+            "a;b\na;b\na\n",
+        )
+        .unwrap();
+        let l = &p[0].labels;
+        assert_eq!(l.get("__name__"), Some("memory"));
+        assert_eq!(l.get("service_name"), Some("real"));
+        assert_eq!(l.get("app_name"), Some("svc"));
+        let pp = decode(&p[0].raw, 1 << 20).unwrap();
+        assert_eq!(pp.sample_types(), [("alloc_space", "bytes")]);
+        let stacks = folded(&pp, 0);
+        assert_eq!((stacks[1].frames.len(), stacks[1].value), (2, 2));
+
+        // No dot: cpu, whole app is the service; sampleRate=0 keeps sample counts.
+        let p = ingest("name=plain&sampleRate=0", None, "x 4").unwrap();
+        assert_eq!(p[0].labels.get("service_name"), Some("plain"));
+        let pp = decode(&p[0].raw, 1 << 20).unwrap();
+        assert_eq!(pp.sample_types(), [("samples", "count")]);
+        assert_eq!(pp.sample[0].value, [4]);
+
+        // Nothing to send.
+        assert!(ingest("name=a.cpu", None, "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = ingest("name=my.service", None, "a 1").unwrap_err();
+        assert!(
+            e.message.contains("unknown profile type \"service\""),
+            "{e}"
+        );
+        let e = ingest("from=1", None, "a 1").unwrap_err();
+        assert!(e.message.contains("name"), "{e}");
+        let e = ingest("name=a%20b", None, "a 1").unwrap_err();
+        assert!(e.message.starts_with("name:"), "{e}");
+        let e = ingest("name=a.cpu", None, "a b c x1").unwrap_err();
+        assert!(e.message.contains("folded line 1"), "{e}");
+        let e = ingest("name=a.cpu&format=jfr", None, "").unwrap_err();
+        assert_eq!(e.status.as_u16(), 415);
+        let e = ingest("name=a.cpu&format=nope", None, "").unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+        assert!(e.message.contains("unknown format \"nope\""), "{e}");
+        let e = ingest("name=a.cpu", Some("binary/octet-stream+trie"), "").unwrap_err();
+        assert_eq!(e.status.as_u16(), 415);
+        let e = ingest("name=a.cpu", None, &b"\xff\xfe 1"[..]).unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{e}");
+        let e = ingest("name=a.cpu&from=tomorrow", None, "a 1").unwrap_err();
+        assert!(e.message.starts_with("from:"), "{e}");
+        let e = ingest("name=a.cpu%7Bbad.-x%3D1%7D", None, "a 1").unwrap_err();
+        assert!(e.message.contains("bad.-x"), "{e}");
+        let e = ingest("name=a.cpu%7Bx%3D%7D", None, "a 1");
+        // An empty value means "no such label".
+        assert!(e.unwrap()[0].labels.get("x").is_none());
+    }
+
+    /// A CPU profile written by the Go runtime (copied from the shared test data).
+    fn go_cpu_pprof() -> Vec<u8> {
+        include_bytes!("../testdata/go-cpu.pb.gz").to_vec()
+    }
+
+    #[test]
+    fn pprof_raw_and_time_fix() {
+        let raw = go_cpu_pprof();
+        let p = ingest(
+            "name=goapp%7Bregion%3Deu%7D&format=pprof&spyName=gospy",
+            None,
+            raw.clone(),
+        )
+        .unwrap();
+        let l = &p[0].labels;
+        assert_eq!(l.get("__name__"), Some("process_cpu"));
+        assert_eq!(l.get("service_name"), Some("goapp"));
+        assert_eq!(l.get("region"), Some("eu"));
+        assert_eq!(l.get("pyroscope_spy"), Some("gospy"));
+        assert_eq!(
+            p[0].raw, raw,
+            "a profile with a valid time is forwarded untouched"
+        );
+
+        let mut b = ProfileBuilder::new(&[("alloc_objects", "count")]);
+        b.add_folded(&["x"], &[1]);
+        b.set_time(1_700_000_000_000_000, 0); // microseconds: 1970
+        let p = ingest(
+            "name=a&format=pprof&from=1700000000",
+            None,
+            pprof::encode(&b.build()),
+        )
+        .unwrap();
+        assert_eq!(p[0].labels.get("__name__"), Some("memory"));
+        assert_eq!(
+            decode(&p[0].raw, 1 << 20).unwrap().time_nanos,
+            1_700_000_000 * NANOS
+        );
+
+        let e = ingest("name=a&format=pprof", None, &b"not pprof \xff"[..]).unwrap_err();
+        assert!(e.message.starts_with("pprof body"), "{e}");
+    }
+
+    fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+        let boundary = "XyZboundary42";
+        let mut body = Vec::new();
+        for (name, data) in parts {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        (format!("multipart/form-data; boundary={boundary}"), body)
+    }
+
+    #[test]
+    fn pprof_multipart() {
+        let mut b = ProfileBuilder::new(&[("contentions", "count"), ("delay", "nanoseconds")]);
+        b.add_folded(&["x"], &[1, 100]);
+        b.set_time(1_700_000_000 * NANOS, 0);
+        let raw = encode_gzip(&b.build(), 1);
+        let config = br#"{"contentions":{"display-name":"mutex_count","units":"lock_samples"},"delay":{"display-name":"mutex_duration"}}"#;
+        let (ct, body) = multipart(&[("profile", &raw), ("sample_type_config", config)]);
+        let p = ingest("name=goapp", Some(&ct), body.clone()).unwrap();
+        assert_eq!(p[0].labels.get("__name__"), Some("mutex"));
+        assert_eq!(p[0].raw, raw);
+
+        // Truncated: the closing boundary is missing.
+        let e = ingest("name=goapp", Some(&ct), body[..body.len() / 2].to_vec()).unwrap_err();
+        assert!(e.message.starts_with("multipart:"), "{e}");
+        assert_eq!(e.status.as_u16(), 400);
+
+        let (ct, body) = multipart(&[("sample_type_config", config)]);
+        let e = ingest("name=goapp", Some(&ct), body).unwrap_err();
+        assert!(e.message.contains("no `profile` part"), "{e}");
+        let (ct, body) = multipart(&[("profile", &raw), ("prev_profile", &raw)]);
+        let e = ingest("name=goapp", Some(&ct), body).unwrap_err();
+        assert!(e.message.contains("prev_profile"), "{e}");
+        let (ct, body) = multipart(&[("profile", &raw), ("sample_type_config", b"[1")]);
+        let e = ingest("name=goapp", Some(&ct), body).unwrap_err();
+        assert!(e.message.contains("sample_type_config"), "{e}");
+        let e = ingest("name=goapp", Some("multipart/form-data"), "x").unwrap_err();
+        assert!(e.message.contains("Content-Type"), "{e}");
+    }
+}
