@@ -1,0 +1,294 @@
+//! Configuration: plain data named like the arguments of Alloy's `pyroscope.write`, with its
+//! defaults, plus the queue settings Alloy lacks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A secret string (password, token). Its `Debug` output is `Secret(****)`; it has no
+/// `Display`, so it cannot end up in a log line by accident. [`Secret::expose`] is the one way to
+/// read it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself. Call only where it is put on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// HTTP basic authentication (`basic_auth` block). Give `password` or `password_file`, not both;
+/// the file is read again for every request, so a rotated password is picked up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// User name (for Grafana Cloud, the stack's instance id).
+    pub username: String,
+    /// The password.
+    pub password: Option<Secret>,
+    /// A file holding the password (surrounding whitespace is trimmed).
+    pub password_file: Option<PathBuf>,
+}
+
+/// TLS settings (`tls_config` block). Without a `ca_file` the Mozilla roots bundled by
+/// `webpki-roots` are trusted; with one, only the certificates in it (as Go's `RootCAs` does).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM file with the CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file with the client certificate chain (mutual TLS); needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file with the client's private key.
+    pub key_file: Option<PathBuf>,
+    /// Name to verify the server certificate against, instead of the URL's host.
+    pub server_name: Option<String>,
+    /// Accept any server certificate. Dangerous: an explicit opt-in for test setups only.
+    pub insecure_skip_verify: bool,
+}
+
+/// Request body compression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// `Content-Encoding: gzip` (the only compressor Pyroscope accepts), fastest level.
+    #[default]
+    Gzip,
+    /// No compression. Cheaper on CPU when the pprof payloads are already gzip-compressed.
+    None,
+}
+
+/// What [`Writer::append`](crate::Writer) does when an endpoint's queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FullPolicy {
+    /// Wait up to this long for room, then drop the profile for that endpoint (reason
+    /// `queue_full`).
+    Wait(Duration),
+    /// Drop at once (reason `queue_full`).
+    FailFast,
+}
+
+impl Default for FullPolicy {
+    fn default() -> Self {
+        Self::Wait(Duration::from_secs(1))
+    }
+}
+
+/// The per-endpoint queue that bounds memory: profiles waiting to be sent, being sent or waiting
+/// to be retried all count against the limits until they are delivered or dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Bytes held for this endpoint at most (pprof payload plus label bytes of every profile).
+    /// Default 64 MiB.
+    pub max_bytes: usize,
+    /// Profiles held for this endpoint at most. Default 10 000.
+    pub max_profiles: usize,
+    /// Pushes in flight to this endpoint at once (each retrying on its own). Default 8.
+    pub concurrency: usize,
+    /// What an append does when the queue is full. Default: wait up to 1 s.
+    pub when_full: FullPolicy,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+            max_profiles: 10_000,
+            concurrency: 8,
+            when_full: FullPolicy::default(),
+        }
+    }
+}
+
+/// When and how often the writer retries a failed push to one endpoint.
+///
+/// The first delay is drawn uniformly from `[min_backoff_period, 2·min_backoff_period)`; each
+/// further one doubles that range, capped at `max_backoff_period` (dskit's backoff, as Alloy). A
+/// server's `Retry-After` raises the delay to what it asks, up to `max_backoff_period`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// First delay. Default 500 ms.
+    pub min_backoff_period: Duration,
+    /// Largest delay. Default 5 min.
+    pub max_backoff_period: Duration,
+    /// Retries after the first attempt (so 10 means up to 11 attempts); 0 retries until the
+    /// writer shuts down, as in Alloy. Default 10.
+    pub max_backoff_retries: u32,
+    /// Retry `resource_exhausted` / HTTP 429 (rate limits). Default `false`: a rate-limited
+    /// profile is dropped rather than adding to the load that caused the limit.
+    pub retry_on_http_429: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            min_backoff_period: Duration::from_millis(500),
+            max_backoff_period: Duration::from_secs(300),
+            max_backoff_retries: 10,
+            retry_on_http_429: false,
+        }
+    }
+}
+
+/// One Pyroscope endpoint (`endpoint` block).
+///
+/// ```
+/// use std::time::Duration;
+/// use pyro_write::{EndpointConfig, Secret};
+///
+/// let mut endpoint = EndpointConfig::new("https://profiles-prod-001.grafana.net");
+/// endpoint.basic_auth = Some(pyro_write::BasicAuth {
+///     username: "123456".into(),
+///     password: Some(Secret::new("glc_…")),
+///     password_file: None,
+/// });
+/// endpoint.remote_timeout = Duration::from_secs(5);
+/// assert!(!format!("{endpoint:?}").contains("glc_"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// Base URL; `/push.v1.PusherService/Push` is appended.
+    pub url: String,
+    /// Name for logs and metrics; the URL when empty.
+    pub name: String,
+    /// Timeout of one attempt. Default 10 s.
+    pub remote_timeout: Duration,
+    /// Extra request headers. Values are treated as secrets (never in `Debug` output).
+    pub headers: BTreeMap<String, String>,
+    /// Basic authentication.
+    pub basic_auth: Option<BasicAuth>,
+    /// Bearer token (`Authorization: Bearer …`).
+    pub bearer_token: Option<Secret>,
+    /// File holding the bearer token, read for every request.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Tenant, sent as `X-Scope-OrgID`.
+    pub tenant_id: Option<String>,
+    /// TLS settings for `https` URLs.
+    pub tls_config: TlsConfig,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Memory bound and concurrency.
+    pub queue: QueueConfig,
+    /// Request body compression. Default gzip.
+    pub compression: Compression,
+}
+
+impl EndpointConfig {
+    /// An endpoint with Alloy's defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            name: String::new(),
+            remote_timeout: Duration::from_secs(10),
+            headers: BTreeMap::new(),
+            basic_auth: None,
+            bearer_token: None,
+            bearer_token_file: None,
+            tenant_id: None,
+            tls_config: TlsConfig::default(),
+            retry: RetryPolicy::default(),
+            queue: QueueConfig::default(),
+            compression: Compression::default(),
+        }
+    }
+
+    /// The name used in logs and metrics: `name`, or the URL.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.url
+        } else {
+            &self.name
+        }
+    }
+}
+
+impl fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("remote_timeout", &self.remote_timeout)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("basic_auth", &self.basic_auth)
+            .field("bearer_token", &self.bearer_token)
+            .field("bearer_token_file", &self.bearer_token_file)
+            .field("tenant_id", &self.tenant_id)
+            .field("tls_config", &self.tls_config)
+            .field("retry", &self.retry)
+            .field("queue", &self.queue)
+            .field("compression", &self.compression)
+            .finish()
+    }
+}
+
+/// When [`Writer::append`](crate::Writer) returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AppendMode {
+    /// Once the profile is queued for every endpoint (or dropped for one whose queue stayed
+    /// full). Delivery failures are then reported through metrics and logs only. A slow or dead
+    /// endpoint never delays the caller beyond the queue's [`FullPolicy`].
+    #[default]
+    Enqueue,
+    /// Once every endpoint has delivered the profile or given up, with the failures joined — what
+    /// Alloy does. Each endpoint still retries on its own, so a dead endpoint delays the caller
+    /// but not the delivery to the healthy ones.
+    WaitForDelivery,
+}
+
+/// The writer (the `pyroscope.write` component).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterConfig {
+    /// Labels set on every profile, overriding the profile's own.
+    pub external_labels: BTreeMap<String, String>,
+    /// Where to send. No endpoints: appends succeed and go nowhere.
+    pub endpoints: Vec<EndpointConfig>,
+    /// When `append` returns.
+    pub append_mode: AppendMode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut e = EndpointConfig::new("http://x");
+        e.headers.insert("X-Api-Key".into(), "hunter2".into());
+        e.bearer_token = Some("tok-secret".into());
+        e.basic_auth = Some(BasicAuth {
+            username: "u".into(),
+            password: Some("pw-secret".into()),
+            password_file: None,
+        });
+        let s = format!("{e:?} {:?}", WriterConfig::default());
+        assert!(s.contains("X-Api-Key"), "{s}");
+        for secret in ["hunter2", "tok-secret", "pw-secret"] {
+            assert!(!s.contains(secret), "{secret} leaked in {s}");
+        }
+    }
+}

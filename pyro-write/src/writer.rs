@@ -1,0 +1,739 @@
+//! [`Writer`]: the `Receiver` that applies the label policy and feeds one bounded queue per
+//! endpoint, each drained by its own worker that retries on its own.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use pyro_core::{AppendError, Labels, Profile, Receiver, Sink, SinkError, async_trait};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::config::{AppendMode, FullPolicy, QueueConfig, RetryPolicy, WriterConfig};
+use crate::endpoint::PushSink;
+use crate::error::{ConfigError, ConnectCode, DeliveryError, DropReason, PushError};
+use crate::metrics::{DropLabels, EndpointLabel, LatencyLabels, WriteMetrics};
+
+/// A destination for a [`Writer`]: a [`Sink`] with the retry and queue settings for it.
+#[derive(Debug, Clone)]
+pub struct SinkSpec {
+    /// The sink ([`PushSink`] for Pyroscope).
+    pub sink: Arc<dyn Sink>,
+    /// How to retry what it reports as retryable.
+    pub retry: RetryPolicy,
+    /// Its queue.
+    pub queue: QueueConfig,
+}
+
+/// A snapshot of one endpoint's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// Bytes held now (queued, in flight or waiting to be retried).
+    pub held_bytes: usize,
+    /// Profiles held now.
+    pub held_profiles: usize,
+    /// The most bytes ever held at once.
+    pub peak_bytes: usize,
+    /// The most profiles ever held at once.
+    pub peak_profiles: usize,
+    /// The byte limit ([`QueueConfig::max_bytes`]).
+    pub max_bytes: usize,
+    /// The profile limit ([`QueueConfig::max_profiles`]).
+    pub max_profiles: usize,
+}
+
+/// Sends every profile it receives to one or more Pyroscope endpoints (`pyroscope.write`).
+///
+/// **Label policy** (before anything is queued): labels starting with `__` are dropped except
+/// `__name__` and `__delta__`; `external_labels` are set over the profile's own; the result must
+/// pass [`Labels::validate`]. A profile that fails is refused alone with
+/// [`AppendError::InvalidLabels`] and counted as dropped (`endpoint="-"`,
+/// `reason="invalid_labels"`); it is sent nowhere.
+///
+/// **Queues.** Each endpoint has a bounded queue ([`QueueConfig`]: bytes and profiles) drained
+/// by its own worker with up to `concurrency` pushes in flight, each retrying on its own with
+/// exponential backoff ([`RetryPolicy`]). A profile holds its place in the queue until it is
+/// delivered or dropped, so the limits bound the memory an endpoint can hold however long it is
+/// down. When a queue is full, `append` waits up to the configured time for room or fails fast
+/// ([`FullPolicy`]); either way the drop is counted (`reason="queue_full"`) and reported.
+///
+/// **When `append` returns** ([`AppendMode`]): by default once the profile is queued for every
+/// endpoint — a dead endpoint never delays the caller or the healthy endpoints. With
+/// [`AppendMode::WaitForDelivery`] it returns once every endpoint delivered or gave up (Alloy's
+/// behaviour), with the failures joined.
+///
+/// **Retries.** Only what can succeed later is retried: timeouts, connection failures, 5xx and
+/// the Connect codes `unavailable`, `internal`, `unknown`, `deadline_exceeded`, `aborted`,
+/// `data_loss`; `resource_exhausted`/429 only with `retry_on_http_429`, never sooner than the
+/// server's `Retry-After`. Validation errors (400 and other 4xx) are never retried.
+///
+/// **Shutdown.** [`Writer::shutdown`] refuses new profiles and flushes what is queued, within a
+/// timeout; what is left then is dropped and counted (`reason="shutdown"`). Dropping the writer
+/// without calling it lets the workers finish delivering in the background.
+///
+/// The writer needs a tokio runtime (its workers are tokio tasks).
+pub struct Writer {
+    external_labels: Vec<(String, String)>,
+    endpoints: Vec<EndpointQueue>,
+    mode: AppendMode,
+    closed: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    invalid_profiles: Counter,
+    invalid_bytes: Counter,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field(
+                "endpoints",
+                &self
+                    .endpoints
+                    .iter()
+                    .map(|e| &e.shared.name)
+                    .collect::<Vec<_>>(),
+            )
+            .field("external_labels", &self.external_labels)
+            .field("mode", &self.mode)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an endpoint's worker and its items share.
+#[derive(Debug)]
+struct EndpointShared {
+    name: String,
+    sink: Arc<dyn Sink>,
+    retry: RetryPolicy,
+    held_bytes: AtomicUsize,
+    held_profiles: AtomicUsize,
+    peak_bytes: AtomicUsize,
+    peak_profiles: AtomicUsize,
+    sent_bytes: Counter,
+    sent_profiles: Counter,
+    retries: Counter,
+    latency_attempt: Histogram,
+    latency_total: Histogram,
+    queue_bytes: Gauge,
+    queue_profiles: Gauge,
+    metrics: WriteMetrics,
+}
+
+impl EndpointShared {
+    fn count_drop(&self, reason: DropReason, bytes: usize) {
+        let labels = DropLabels {
+            endpoint: self.name.clone(),
+            reason: reason.as_str().to_owned(),
+        };
+        self.metrics.dropped_profiles.get_or_create(&labels).inc();
+        self.metrics
+            .dropped_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes as u64);
+    }
+}
+
+#[derive(Debug)]
+struct EndpointQueue {
+    shared: Arc<EndpointShared>,
+    queue: QueueConfig,
+    bytes: Arc<Semaphore>,
+    profiles: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Item>,
+}
+
+type Outcome = Result<(), DeliveryError>;
+
+/// A profile held for one endpoint, with its place in the queue. Dropping an unfinished item
+/// (shutdown, an aborted worker) counts it as dropped, so nothing disappears silently.
+#[derive(Debug)]
+struct Item {
+    profile: Profile,
+    size: usize,
+    enqueued: Instant,
+    done: Option<oneshot::Sender<Outcome>>,
+    shared: Arc<EndpointShared>,
+    finished: bool,
+    _bytes: OwnedSemaphorePermit,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Item {
+    fn finish(mut self, outcome: Outcome) {
+        self.finished = true;
+        if let Some(tx) = self.done.take() {
+            // The appender may have gone away; nothing to tell then.
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+impl Drop for Item {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        s.held_bytes.fetch_sub(self.size, Ordering::Relaxed);
+        s.held_profiles.fetch_sub(1, Ordering::Relaxed);
+        s.queue_bytes.dec_by(self.size as i64);
+        s.queue_profiles.dec();
+        if !self.finished {
+            s.count_drop(DropReason::Shutdown, self.profile.raw.len());
+            tracing::warn!(endpoint = %s.name, "profile dropped: writer shut down before delivery");
+            if let Some(tx) = self.done.take() {
+                let _ = tx.send(Err(DeliveryError {
+                    endpoint: s.name.clone(),
+                    reason: DropReason::Shutdown,
+                    attempts: 0,
+                    source: None,
+                }));
+            }
+        }
+    }
+}
+
+/// The bytes a profile holds in a queue: payload plus label strings.
+fn cost(profile: &Profile) -> usize {
+    profile.raw.len()
+        + profile
+            .labels
+            .iter()
+            .map(|l| l.name.len() + l.value.len())
+            .sum::<usize>()
+}
+
+impl EndpointQueue {
+    fn refuse(&self, reason: DropReason, profile: &Profile) -> DeliveryError {
+        self.shared.count_drop(reason, profile.raw.len());
+        tracing::warn!(endpoint = %self.shared.name, %reason, "profile dropped");
+        DeliveryError {
+            endpoint: self.shared.name.clone(),
+            reason,
+            attempts: 0,
+            source: None,
+        }
+    }
+
+    async fn enqueue(
+        &self,
+        profile: Profile,
+        wait: bool,
+    ) -> Result<Option<oneshot::Receiver<Outcome>>, DeliveryError> {
+        let size = cost(&profile);
+        if size > self.queue.max_bytes {
+            return Err(self.refuse(DropReason::TooLarge, &profile));
+        }
+        // `size <= max_bytes <= u32::MAX`, checked when the writer was built.
+        let n = u32::try_from(size).unwrap_or(u32::MAX);
+        let permits = match self.queue.when_full {
+            FullPolicy::FailFast => self
+                .bytes
+                .clone()
+                .try_acquire_many_owned(n)
+                .ok()
+                .and_then(|b| Some((b, self.profiles.clone().try_acquire_owned().ok()?))),
+            FullPolicy::Wait(limit) => {
+                let acquire = async {
+                    let b = self.bytes.clone().acquire_many_owned(n).await.ok()?;
+                    let p = self.profiles.clone().acquire_owned().await.ok()?;
+                    Some((b, p))
+                };
+                tokio::time::timeout(limit, acquire).await.ok().flatten()
+            }
+        };
+        let Some((bytes, slot)) = permits else {
+            return Err(self.refuse(DropReason::QueueFull, &profile));
+        };
+        let s = &self.shared;
+        let held = s.held_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        s.peak_bytes.fetch_max(held, Ordering::Relaxed);
+        let count = s.held_profiles.fetch_add(1, Ordering::Relaxed) + 1;
+        s.peak_profiles.fetch_max(count, Ordering::Relaxed);
+        s.queue_bytes.inc_by(size as i64);
+        s.queue_profiles.inc();
+        let (done, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let item = Item {
+            profile,
+            size,
+            enqueued: Instant::now(),
+            done,
+            shared: s.clone(),
+            finished: false,
+            _bytes: bytes,
+            _slot: slot,
+        };
+        if self.tx.send(item).is_err() {
+            // The worker has stopped (shutdown); dropping the item counted it.
+            return Err(DeliveryError {
+                endpoint: s.name.clone(),
+                reason: DropReason::Shutdown,
+                attempts: 0,
+                source: None,
+            });
+        }
+        Ok(rx)
+    }
+
+    fn stats(&self) -> EndpointStats {
+        let s = &self.shared;
+        EndpointStats {
+            endpoint: s.name.clone(),
+            held_bytes: s.held_bytes.load(Ordering::Relaxed),
+            held_profiles: s.held_profiles.load(Ordering::Relaxed),
+            peak_bytes: s.peak_bytes.load(Ordering::Relaxed),
+            peak_profiles: s.peak_profiles.load(Ordering::Relaxed),
+            max_bytes: self.queue.max_bytes,
+            max_profiles: self.queue.max_profiles,
+        }
+    }
+}
+
+/// dskit-style backoff: delay `n` is uniform in `[min·2ⁿ, min·2ⁿ⁺¹)`, capped at `max`.
+#[derive(Debug)]
+struct Backoff {
+    policy: RetryPolicy,
+    retries: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new(policy: RetryPolicy) -> Self {
+        let rng = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Self {
+            policy,
+            retries: 0,
+            rng,
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The delay before the next retry, or `None` when the budget is spent.
+    fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        let p = self.policy;
+        if p.max_backoff_retries != 0 && self.retries >= p.max_backoff_retries {
+            return None;
+        }
+        let base = p
+            .min_backoff_period
+            .saturating_mul(1u32 << self.retries.min(31))
+            .min(p.max_backoff_period);
+        let base_nanos = u64::try_from(base.as_nanos()).unwrap_or(u64::MAX);
+        let jitter = Duration::from_nanos(self.random() % base_nanos.max(1));
+        let delay = base.saturating_add(jitter).min(p.max_backoff_period);
+        self.retries = self.retries.saturating_add(1);
+        Some(match retry_after {
+            Some(ra) => delay.max(ra.min(p.max_backoff_period)),
+            None => delay,
+        })
+    }
+}
+
+/// Whether the writer retries this failure under `policy`.
+fn should_retry(e: &SinkError, policy: &RetryPolicy) -> bool {
+    if !e.retryable {
+        return false;
+    }
+    match e.source.downcast_ref::<PushError>() {
+        Some(pe) if pe.code() == ConnectCode::ResourceExhausted => policy.retry_on_http_429,
+        _ => true,
+    }
+}
+
+async fn deliver(shared: Arc<EndpointShared>, item: Item, _slot: OwnedSemaphorePermit) {
+    let mut backoff = Backoff::new(shared.retry);
+    let mut attempts = 0u32;
+    loop {
+        attempts = attempts.saturating_add(1);
+        let started = Instant::now();
+        match shared.sink.send(&item.profile).await {
+            Ok(()) => {
+                shared
+                    .latency_attempt
+                    .observe(started.elapsed().as_secs_f64());
+                shared
+                    .latency_total
+                    .observe(item.enqueued.elapsed().as_secs_f64());
+                shared.sent_profiles.inc();
+                shared.sent_bytes.inc_by(item.profile.raw.len() as u64);
+                tracing::trace!(endpoint = %shared.name, attempts, "profile delivered");
+                item.finish(Ok(()));
+                return;
+            }
+            Err(e) => {
+                let retry = should_retry(&e, &shared.retry);
+                if retry && let Some(delay) = backoff.next_delay(e.retry_after) {
+                    shared.retries.inc();
+                    tracing::debug!(
+                        endpoint = %shared.name, attempts, ?delay, error = %e,
+                        "push failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                let reason = if retry {
+                    DropReason::RetriesExhausted
+                } else {
+                    DropReason::Rejected
+                };
+                tracing::warn!(
+                    endpoint = %shared.name, %reason, attempts, error = %e,
+                    "profile dropped"
+                );
+                shared.count_drop(reason, item.profile.raw.len());
+                let err = DeliveryError {
+                    endpoint: shared.name.clone(),
+                    reason,
+                    attempts,
+                    source: Some(e),
+                };
+                item.finish(Err(err));
+                return;
+            }
+        }
+    }
+}
+
+/// An endpoint's worker: takes items off the queue and delivers up to `concurrency` at once.
+/// On shutdown it closes the queue and delivers what is left.
+async fn work(
+    shared: Arc<EndpointShared>,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    concurrency: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = JoinSet::new();
+    let mut listening = true;
+    loop {
+        let item = tokio::select! {
+            item = rx.recv() => item,
+            changed = shutdown.changed(), if listening => {
+                if changed.is_err() || *shutdown.borrow_and_update() {
+                    // Shut down (or the writer is gone): take nothing new, finish what is queued.
+                    listening = false;
+                    rx.close();
+                }
+                continue;
+            }
+        };
+        let Some(item) = item else { break };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        tasks.spawn(deliver(shared.clone(), item, slot));
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+impl Writer {
+    /// A writer for `config`'s endpoints (one [`PushSink`] each). Must be called inside a tokio
+    /// runtime.
+    pub fn new(config: WriterConfig, metrics: WriteMetrics) -> Result<Self, ConfigError> {
+        let sinks = config
+            .endpoints
+            .iter()
+            .map(|e| {
+                Ok(SinkSpec {
+                    sink: Arc::new(PushSink::new(e)?) as Arc<dyn Sink>,
+                    retry: e.retry,
+                    queue: e.queue,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        Self::from_sinks(config.external_labels, config.append_mode, sinks, metrics)
+    }
+
+    /// A writer over any sinks (a [`PushSink`], a test double, a custom transport).
+    pub fn from_sinks(
+        external_labels: BTreeMap<String, String>,
+        mode: AppendMode,
+        sinks: Vec<SinkSpec>,
+        metrics: WriteMetrics,
+    ) -> Result<Self, ConfigError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        for (name, value) in &external_labels {
+            let probe = Labels::from_iter([("__name__", "probe"), (name.as_str(), value.as_str())]);
+            if let Err(source) = probe.validate() {
+                return Err(ConfigError::ExternalLabel {
+                    name: name.clone(),
+                    source,
+                });
+            }
+        }
+        let (shutdown, _) = watch::channel(false);
+        let mut endpoints = Vec::with_capacity(sinks.len());
+        let mut workers = Vec::with_capacity(sinks.len());
+        for spec in sinks {
+            let name = spec.sink.name().to_owned();
+            let q = spec.queue;
+            let limit = |message: &str| ConfigError::InvalidLimit {
+                endpoint: name.clone(),
+                message: message.to_owned(),
+            };
+            if q.max_bytes == 0 || u32::try_from(q.max_bytes).is_err() {
+                return Err(limit("queue.max_bytes must be between 1 and 4 GiB"));
+            }
+            if q.max_profiles == 0 || q.max_profiles > Semaphore::MAX_PERMITS {
+                return Err(limit("queue.max_profiles must be positive"));
+            }
+            if q.concurrency == 0 || q.concurrency > Semaphore::MAX_PERMITS {
+                return Err(limit("queue.concurrency must be positive"));
+            }
+            if spec.retry.min_backoff_period > spec.retry.max_backoff_period {
+                return Err(limit(
+                    "min_backoff_period must not exceed max_backoff_period",
+                ));
+            }
+            let ep = EndpointLabel {
+                endpoint: name.clone(),
+            };
+            let latency = |ty: &str| {
+                metrics
+                    .latency
+                    .get_or_create(&LatencyLabels {
+                        endpoint: name.clone(),
+                        r#type: ty.to_owned(),
+                    })
+                    .clone()
+            };
+            let shared = Arc::new(EndpointShared {
+                name: name.clone(),
+                sink: spec.sink,
+                retry: spec.retry,
+                held_bytes: AtomicUsize::new(0),
+                held_profiles: AtomicUsize::new(0),
+                peak_bytes: AtomicUsize::new(0),
+                peak_profiles: AtomicUsize::new(0),
+                sent_bytes: metrics.sent_bytes.get_or_create(&ep).clone(),
+                sent_profiles: metrics.sent_profiles.get_or_create(&ep).clone(),
+                retries: metrics.retries.get_or_create(&ep).clone(),
+                latency_attempt: latency("push_endpoint"),
+                latency_total: latency("push_total"),
+                queue_bytes: metrics.queue_bytes.get_or_create(&ep).clone(),
+                queue_profiles: metrics.queue_profiles.get_or_create(&ep).clone(),
+                metrics: metrics.clone(),
+            });
+            let (tx, rx) = mpsc::unbounded_channel();
+            workers.push(runtime.spawn(work(
+                shared.clone(),
+                rx,
+                q.concurrency,
+                shutdown.subscribe(),
+            )));
+            endpoints.push(EndpointQueue {
+                shared,
+                queue: q,
+                bytes: Arc::new(Semaphore::new(q.max_bytes)),
+                profiles: Arc::new(Semaphore::new(q.max_profiles)),
+                tx,
+            });
+        }
+        let invalid = DropLabels {
+            endpoint: "-".into(),
+            reason: DropReason::InvalidLabels.as_str().into(),
+        };
+        Ok(Self {
+            external_labels: external_labels.into_iter().collect(),
+            endpoints,
+            mode,
+            closed: AtomicBool::new(false),
+            shutdown,
+            workers: Mutex::new(workers),
+            invalid_profiles: metrics.dropped_profiles.get_or_create(&invalid).clone(),
+            invalid_bytes: metrics.dropped_bytes.get_or_create(&invalid).clone(),
+        })
+    }
+
+    /// Applies the label policy: drop `__` labels except `__name__`/`__delta__`, set external
+    /// labels, validate.
+    pub fn prepare_labels(&self, mut labels: Labels) -> Result<Labels, pyro_core::LabelError> {
+        labels.drop_reserved();
+        for (name, value) in &self.external_labels {
+            labels.set(name.as_str(), value.as_str());
+        }
+        labels.validate()?;
+        Ok(labels)
+    }
+
+    /// A snapshot of every endpoint's queue.
+    pub fn stats(&self) -> Vec<EndpointStats> {
+        self.endpoints.iter().map(EndpointQueue::stats).collect()
+    }
+
+    /// Refuses new profiles, then delivers what is queued, waiting at most `timeout`. Returns
+    /// `true` when everything queued was delivered or given up on in time; what is still held at
+    /// the timeout is dropped (counted with `reason="shutdown"`). Calling it again returns at once.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        self.closed.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+        let mut workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut clean = true;
+        for w in &mut workers {
+            if tokio::time::timeout_at(deadline, &mut *w).await.is_err() {
+                clean = false;
+                w.abort();
+            }
+        }
+        // Wait for the aborted workers (and their tasks) to be dropped, so the drops are counted
+        // when this returns.
+        for w in workers {
+            let _ = w.await;
+        }
+        clean
+    }
+}
+
+#[async_trait]
+impl Receiver for Writer {
+    async fn append(&self, mut profile: Profile) -> Result<(), AppendError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AppendError::Shutdown);
+        }
+        profile.labels = match self.prepare_labels(std::mem::take(&mut profile.labels)) {
+            Ok(l) => l,
+            Err(e) => {
+                self.invalid_profiles.inc();
+                self.invalid_bytes.inc_by(profile.raw.len() as u64);
+                tracing::debug!(error = %e, "profile refused: invalid labels");
+                return Err(AppendError::InvalidLabels(e));
+            }
+        };
+        let wait = self.mode == AppendMode::WaitForDelivery;
+        let queued = match self.endpoints.as_slice() {
+            [] => return Ok(()),
+            [one] => vec![one.enqueue(profile, wait).await],
+            many => join_all(many.iter().map(|e| e.enqueue(profile.clone(), wait))).await,
+        };
+        let mut errors = Vec::new();
+        let mut pending = Vec::new();
+        for q in queued {
+            match q {
+                Ok(Some(rx)) => pending.push(rx),
+                Ok(None) => {}
+                Err(e) => errors.push(AppendError::from(e)),
+            }
+        }
+        for outcome in join_all(pending).await {
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(AppendError::from(e)),
+                Err(_) => errors.push(AppendError::Shutdown),
+            }
+        }
+        match AppendError::join(errors) {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let policy = RetryPolicy {
+            min_backoff_period: Duration::from_millis(100),
+            max_backoff_period: Duration::from_millis(1000),
+            max_backoff_retries: 6,
+            retry_on_http_429: false,
+        };
+        let mut b = Backoff::new(policy);
+        let delays: Vec<_> = std::iter::from_fn(|| b.next_delay(None)).collect();
+        assert_eq!(delays.len(), 6);
+        for (i, d) in delays.iter().enumerate() {
+            let lo = Duration::from_millis(100 << i).min(policy.max_backoff_period);
+            assert!(*d >= lo && *d <= policy.max_backoff_period, "{i}: {d:?}");
+            if i < 3 {
+                assert!(*d < lo * 2, "{i}: {d:?}");
+            }
+        }
+        let mut b = Backoff::new(policy);
+        assert_eq!(
+            b.next_delay(Some(Duration::from_millis(700))),
+            Some(Duration::from_millis(700))
+        );
+        // Retry-After is honoured up to the maximum period.
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(60))),
+            Some(Duration::from_millis(1000))
+        );
+        let mut forever = Backoff::new(RetryPolicy {
+            max_backoff_retries: 0,
+            ..policy
+        });
+        assert!((0..100).all(|_| forever.next_delay(None).is_some()));
+    }
+
+    #[test]
+    fn retry_classification() {
+        let status = |code, status| {
+            let e = PushError::Status {
+                endpoint: "e".into(),
+                status,
+                code,
+                message: String::new(),
+                retry_after: None,
+            };
+            if e.is_retryable() {
+                SinkError::retryable("e", e)
+            } else {
+                SinkError::permanent("e", e)
+            }
+        };
+        let p = RetryPolicy::default();
+        let p429 = RetryPolicy {
+            retry_on_http_429: true,
+            ..p
+        };
+        assert!(!should_retry(
+            &status(ConnectCode::InvalidArgument, 400),
+            &p
+        ));
+        assert!(should_retry(&status(ConnectCode::Unavailable, 503), &p));
+        assert!(should_retry(&status(ConnectCode::Unknown, 500), &p));
+        assert!(!should_retry(
+            &status(ConnectCode::ResourceExhausted, 429),
+            &p
+        ));
+        assert!(should_retry(
+            &status(ConnectCode::ResourceExhausted, 429),
+            &p429
+        ));
+        assert!(!should_retry(
+            &status(ConnectCode::Unauthenticated, 401),
+            &p429
+        ));
+        // A sink that is not a PushSink: its own flag decides.
+        assert!(should_retry(&SinkError::retryable("x", "io"), &p));
+        assert!(!should_retry(&SinkError::permanent("x", "bad"), &p429));
+    }
+}
