@@ -1,0 +1,161 @@
+//! Shared test fixtures: a server on a free loopback port that collects what it receives, and
+//! a small HTTP client.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses a different subset"
+)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use pyro_core::{AppendError, DynReceiver, Profile, Receiver};
+use pyro_receive::{Config, ReceiveMetrics, ServeError, Server, ServerHandle};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Collects every profile it is handed; optionally fails or waits first.
+#[derive(Debug, Default)]
+pub struct Collect {
+    pub profiles: Mutex<Vec<Profile>>,
+    pub notify: Notify,
+    /// When set, `append` fails with this.
+    pub fail: Mutex<Option<fn() -> AppendError>>,
+    /// When set, `append` waits for a permit here first.
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Tells a test that `append` was entered.
+    pub entered: Notify,
+}
+
+#[pyro_core::async_trait]
+impl Receiver for Collect {
+    async fn append(&self, profile: Profile) -> Result<(), AppendError> {
+        self.entered.notify_one();
+        if let Some(gate) = &self.gate {
+            let _permit = gate.acquire().await.expect("gate open");
+        }
+        if let Some(f) = *self.fail.lock().unwrap() {
+            return Err(f());
+        }
+        self.profiles.lock().unwrap().push(profile);
+        self.notify.notify_waiters();
+        Ok(())
+    }
+}
+
+impl Collect {
+    pub fn profiles(&self) -> Vec<Profile> {
+        self.profiles.lock().unwrap().clone()
+    }
+
+    /// Waits until a profile satisfying `pred` has arrived, or `timeout` passed.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Profile) -> bool,
+    ) -> Option<Profile> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            if let Some(p) = self.profiles().into_iter().find(|p| pred(p)) {
+                return Some(p);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+pub struct Running {
+    pub handle: ServerHandle,
+    pub task: JoinHandle<Result<(), ServeError>>,
+    pub collect: Arc<Collect>,
+    pub base: String,
+}
+
+pub fn loopback(config: Config) -> Config {
+    Config {
+        listen_address: "127.0.0.1".into(),
+        listen_port: 0,
+        ..config
+    }
+}
+
+pub fn start_with(config: Config, collect: Collect, metrics: ReceiveMetrics) -> Running {
+    let collect = Arc::new(collect);
+    let (handle, serve) = Server::new(loopback(config), vec![collect.clone() as DynReceiver])
+        .with_metrics(metrics)
+        .bind()
+        .expect("bind");
+    let base = format!("http://{}", handle.local_addr());
+    Running {
+        handle,
+        task: tokio::spawn(serve),
+        collect,
+        base,
+    }
+}
+
+pub fn start() -> Running {
+    start_with(
+        Config::default(),
+        Collect::default(),
+        ReceiveMetrics::default(),
+    )
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {} body is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub async fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Full::new(body.into())).unwrap())
+        .await
+        .expect("request");
+    let (parts, body) = res.into_parts();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.expect("body").to_bytes(),
+    }
+}
+
+pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+    request("POST", url, headers, body).await
+}
