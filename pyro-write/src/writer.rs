@@ -86,8 +86,8 @@ pub struct Writer {
     endpoints: Vec<EndpointQueue>,
     mode: AppendMode,
     closed: AtomicBool,
-    shutdown: watch::Sender<bool>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    shutdown: watch::Sender<Option<tokio::time::Instant>>,
+    workers: Mutex<Vec<JoinHandle<bool>>>,
     invalid_profiles: Counter,
     invalid_bytes: Counter,
 }
@@ -418,36 +418,69 @@ async fn deliver(shared: Arc<EndpointShared>, item: Item, _slot: OwnedSemaphoreP
 }
 
 /// An endpoint's worker: takes items off the queue and delivers up to `concurrency` at once.
-/// On shutdown it closes the queue and delivers what is left.
+/// On shutdown it closes the queue and delivers what is left until the deadline, then drops the
+/// rest (each drop counted). Returns whether it finished before the deadline.
 async fn work(
     shared: Arc<EndpointShared>,
     mut rx: mpsc::UnboundedReceiver<Item>,
     concurrency: usize,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    mut shutdown: watch::Receiver<Option<tokio::time::Instant>>,
+) -> bool {
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
+    let mut slot: Option<OwnedSemaphorePermit> = None;
+    let mut deadline: Option<tokio::time::Instant> = None;
     let mut listening = true;
-    loop {
-        let item = tokio::select! {
-            item = rx.recv() => item,
-            changed = shutdown.changed(), if listening => {
-                if changed.is_err() || *shutdown.borrow_and_update() {
-                    // Shut down (or the writer is gone): take nothing new, finish what is queued.
-                    listening = false;
-                    rx.close();
-                }
-                continue;
+    let in_time = loop {
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
             }
         };
-        let Some(item) = item else { break };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        tasks.spawn(deliver(shared.clone(), item, slot));
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
+        tokio::select! {
+            () = until_deadline => break false,
+            changed = shutdown.changed(), if listening => match changed {
+                Ok(()) => {
+                    if let Some(d) = *shutdown.borrow_and_update() {
+                        // Take nothing new; deliver what is queued.
+                        deadline = Some(d);
+                        listening = false;
+                        rx.close();
+                    }
+                }
+                // The writer is gone: its queue senders too, so `recv` ends the loop once the
+                // queue is drained.
+                Err(_) => listening = false,
+            },
+            permit = slots.clone().acquire_owned(), if slot.is_none() => match permit {
+                Ok(p) => slot = Some(p),
+                Err(_) => break true,
+            },
+            item = rx.recv(), if slot.is_some() => match (item, slot.take()) {
+                (Some(item), Some(slot)) => {
+                    tasks.spawn(deliver(shared.clone(), item, slot));
+                }
+                _ => break true,
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    };
+    let in_time = in_time && {
+        let all = async { while tasks.join_next().await.is_some() {} };
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, all).await.is_ok(),
+            None => {
+                all.await;
+                true
+            }
+        }
+    };
+    // Abort what is left and wait until it is dropped, so that every drop is counted by the time
+    // this returns; items still queued are dropped with `rx`.
+    tasks.shutdown().await;
+    drop(rx);
+    in_time
 }
 
 impl Writer {
@@ -485,7 +518,7 @@ impl Writer {
                 });
             }
         }
-        let (shutdown, _) = watch::channel(false);
+        let (shutdown, _) = watch::channel(None);
         let mut endpoints = Vec::with_capacity(sinks.len());
         let mut workers = Vec::with_capacity(sinks.len());
         for spec in sinks {
@@ -590,21 +623,15 @@ impl Writer {
     /// the timeout is dropped (counted with `reason="shutdown"`). Calling it again returns at once.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
         self.closed.store(true, Ordering::Release);
-        self.shutdown.send_replace(true);
-        let mut workers =
-            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         let deadline = tokio::time::Instant::now() + timeout;
+        self.shutdown.send_replace(Some(deadline));
+        let workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         let mut clean = true;
-        for w in &mut workers {
-            if tokio::time::timeout_at(deadline, &mut *w).await.is_err() {
-                clean = false;
-                w.abort();
-            }
-        }
-        // Wait for the aborted workers (and their tasks) to be dropped, so the drops are counted
-        // when this returns.
         for w in workers {
-            let _ = w.await;
+            // Workers stop by the deadline on their own; the join error of a panicked worker
+            // counts as unclean.
+            clean &= w.await.unwrap_or(false);
         }
         clean
     }
