@@ -1,6 +1,8 @@
 //! Behaviour over real HTTP: both endpoints, every refusal a client can get, limits, metrics,
 //! downstream failures and graceful shutdown.
 
+#![allow(clippy::type_complexity, reason = "tables of test cases")]
+
 mod common;
 
 use std::io::Write as _;

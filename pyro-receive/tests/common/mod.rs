@@ -159,3 +159,38 @@ pub async fn request(
 pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
     request("POST", url, headers, body).await
 }
+
+/// Whether an SDK package is installed (`probe` ran successfully). When it is not, the test is
+/// skipped with a message, or fails under `PYRO_REQUIRE_TOOLS=1` (set by CI).
+pub fn sdk_installed(what: &str, probe: &std::process::Output, install: &str) -> bool {
+    if probe.status.success() {
+        return true;
+    }
+    let required = std::env::var("PYRO_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{what} is not installed and PYRO_REQUIRE_TOOLS=1; install it with `{install}`\n{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    eprintln!(
+        "SKIPPED: {what} is not installed (`{install}`); set PYRO_REQUIRE_TOOLS=1 to make this fail"
+    );
+    false
+}
+
+/// Checks a profile an SDK sent: the application name and tags are labels, and the pprof
+/// decodes and has samples with non-zero values.
+pub fn assert_sdk_profile(p: &Profile, service: &str, tags: &[(&str, &str)]) {
+    assert_eq!(p.service_name(), Some(service), "labels: {}", p.labels);
+    for (k, v) in tags {
+        assert_eq!(p.labels.get(k), Some(*v), "tag {k} missing in {}", p.labels);
+    }
+    p.labels.validate().expect("labels are valid");
+    let pprof = pyro_core::pprof::decode(&p.raw, pyro_core::pprof::DEFAULT_MAX_DECODED_SIZE)
+        .expect("pprof decodes");
+    assert!(!pprof.sample.is_empty(), "profile has no samples");
+    assert!(
+        pprof.sample.iter().any(|s| s.value.iter().any(|v| *v > 0)),
+        "all sample values are zero"
+    );
+}
