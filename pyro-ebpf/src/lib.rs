@@ -1,1 +1,67 @@
-//! pyro-ebpf (skeleton, being built).
+//! The eBPF CPU profiler of pyro: what Grafana Alloy's `pyroscope.ebpf` (legacy engine) does,
+//! as a library. It samples every CPU, attributes the stacks to the discovered targets,
+//! symbolizes them and hands one pprof per target and process to receivers every
+//! `collect_interval`.
+//!
+//! In the data path it sits between discovery and the receiver chain:
+//!
+//! ```text
+//!  Discoverer ──targets──▶ Collector (this crate) ──Profile──▶ Receiver (enricher, writer, …)
+//! ```
+//!
+//! How it works:
+//! - **Kernel side** (`bpf-programs/`, embedded as `bpf/pyro.bpf.o`): a `perf_event` program on
+//!   the software cpu-clock of every online CPU at `sample_rate` Hz. Each sample's user and
+//!   kernel stacks (frame-pointer walks by the kernel, up to 127 frames each) are written with
+//!   `bpf_get_stack` straight into a ring buffer record, so no stack is lost to stack-map hash
+//!   collisions; a full ring buffer and stack-read errors are counted per CPU
+//!   (`pyroscope_ebpf_lost_samples_total`, `pyroscope_ebpf_stack_errors_total`).
+//! - **Filtering**: a process is matched to a target on its first sample (by
+//!   `__process_pid__`, else by the container id in `/proc/PID/cgroup`); processes matching no
+//!   target are then dropped in the kernel through a pid filter map.
+//! - **User side**: the ring buffer is drained on a short timer (the kernel never wakes the
+//!   reader), stacks are symbolized right away with [`pyro_symbolize`] (so processes that exit
+//!   are still reported) and counted per (target, pid); every `collect_interval` each process
+//!   becomes a `cpu`/`nanoseconds` pprof, the process name as root frame, value = count ×
+//!   period, sent to every receiver in `forward_to`.
+//!
+//! Running it needs root (or `CAP_BPF`, `CAP_PERFMON`, `CAP_SYS_PTRACE`,
+//! `CAP_CHECKPOINT_RESTORE`) and a kernel with BPF ring buffers (5.8+).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use pyro_core::{DynReceiver, Labels, Target};
+//! use pyro_ebpf::{Collector, EbpfConfig};
+//!
+//! # async fn example(receiver: DynReceiver) -> Result<(), pyro_ebpf::Error> {
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! let config = EbpfConfig {
+//!     targets: vec![Target::new(Labels::from_iter([
+//!         ("__process_pid__", "1234"),
+//!         ("service_name", "my-app"),
+//!     ]))],
+//!     forward_to: vec![receiver],
+//!     ..EbpfConfig::default()
+//! };
+//! let (handle, run) = Collector::builder(config).registry(&mut registry).build()?;
+//! tokio::spawn(run);
+//! // Later, when discovery finds other processes:
+//! handle.set_targets(vec![]);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod bpf;
+mod collector;
+mod config;
+mod metrics;
+mod profiles;
+mod targets;
+
+pub use bpf::{BpfError, KernelCounters};
+pub use collector::{
+    Collector, CollectorBuilder, CollectorHandle, DEFAULT_POLL_INTERVAL, Error, PollStats,
+};
+pub use config::{ConfigError, EbpfConfig, MAX_SAMPLE_RATE};
+pub use targets::{PROFILE_NAME, container_id_from_cgroup};

@@ -1,0 +1,274 @@
+//! The kernel side, seen from user space: loading the embedded eBPF object, attaching it to a
+//! cpu-clock perf event on every online CPU, and reading its ring buffer, pid filter and
+//! counters.
+
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::{PerfEvent, ProgramError};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use pyro_ebpf_common::{
+    Counter, GLOBAL_COLLECT_KERNEL, GLOBAL_COLLECT_USER, MAP_COUNTERS, MAP_EVENTS, MAP_PIDS,
+    PROGRAM_NAME, PidState, SampleRecord,
+};
+
+/// The kernel side, built by `bpf-programs/build.sh` (checked by `bpf-programs/check.sh`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/pyro.bpf.o");
+
+/// Loading or driving the kernel side failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BpfError {
+    /// The object could not be loaded into the kernel (verifier, permissions, maps).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] Box<EbpfError>),
+    /// The object lacks a map or program this crate expects.
+    #[error("the eBPF object has no {what} named {name}")]
+    Missing {
+        /// `map` or `program`.
+        what: &'static str,
+        /// Its name.
+        name: &'static str,
+    },
+    /// A map could not be opened or used.
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        /// The map's name.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<MapError>,
+    },
+    /// The program could not be verified and loaded.
+    #[error("loading the perf_event program: {0}")]
+    Program(#[source] Box<ProgramError>),
+    /// The program could not be attached to one CPU's cpu-clock event.
+    #[error("attaching to the cpu-clock event of cpu {cpu}: {source}")]
+    Attach {
+        /// The CPU.
+        cpu: u32,
+        /// The cause.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// The online CPUs could not be listed.
+    #[error("listing online cpus from {path}: {source}")]
+    OnlineCpus {
+        /// The file read.
+        path: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> BpfError {
+    move |source| BpfError::Map {
+        name,
+        source: Box::new(source),
+    }
+}
+
+/// Options for [`BpfSampler::load`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SamplerOptions {
+    pub(crate) sample_rate: u32,
+    pub(crate) collect_user: bool,
+    pub(crate) collect_kernel: bool,
+}
+
+/// Sums of the kernel side's per-CPU counters since load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Events that hit the idle task (not samples).
+    pub idle: u64,
+    /// Samples of processes the pid filter ignores.
+    pub filtered: u64,
+    /// Samples written to the ring buffer.
+    pub sent: u64,
+    /// Samples lost because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Samples sent without their user stack (read error).
+    pub user_stack_errors: u64,
+    /// Samples sent without their kernel stack (read error).
+    pub kernel_stack_errors: u64,
+}
+
+/// The loaded and attached kernel side. Dropping it detaches the program from every CPU and
+/// frees its maps.
+pub(crate) struct BpfSampler {
+    events: RingBuf<MapData>,
+    pids: BpfHashMap<MapData, u32, u32>,
+    counters: PerCpuArray<MapData, u64>,
+    cpus: Vec<u32>,
+    // Owns the program and its perf-event links: dropping it detaches everything. Declared last
+    // so the maps above are dropped first.
+    _ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for BpfSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BpfSampler")
+            .field("cpus", &self.cpus)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Ring buffer size: about one second of samples from every CPU, as a power of two (the kernel
+/// requires one), at least 256 KiB.
+fn ring_buffer_size(cpus: usize, sample_rate: u32) -> u32 {
+    let bytes = (cpus.max(1) as u64)
+        .saturating_mul(u64::from(sample_rate))
+        .saturating_mul((SampleRecord::SIZE + 8) as u64);
+    bytes.clamp(256 << 10, 256 << 20).next_power_of_two() as u32
+}
+
+impl BpfSampler {
+    /// Loads the object and attaches the program to the cpu-clock of every online CPU.
+    pub(crate) fn load(options: SamplerOptions) -> Result<Self, BpfError> {
+        raise_memlock_limit();
+        let cpus = aya::util::online_cpus()
+            .map_err(|(path, source)| BpfError::OnlineCpus { path, source })?;
+        let collect_user = u32::from(options.collect_user);
+        let collect_kernel = u32::from(options.collect_kernel);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_COLLECT_USER, &collect_user, true)
+            .override_global(GLOBAL_COLLECT_KERNEL, &collect_kernel, true)
+            .map_max_entries(
+                MAP_EVENTS,
+                ring_buffer_size(cpus.len(), options.sample_rate),
+            )
+            .load(OBJECT)
+            .map_err(|e| BpfError::Load(Box::new(e)))?;
+
+        let program: &mut PerfEvent = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(BpfError::Missing {
+                what: "program",
+                name: PROGRAM_NAME,
+            })?
+            .try_into()
+            .map_err(|e| BpfError::Program(Box::new(e)))?;
+        program.load().map_err(|e| BpfError::Program(Box::new(e)))?;
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(u64::from(options.sample_rate)),
+                    false,
+                )
+                .map_err(|e| BpfError::Attach {
+                    cpu,
+                    source: Box::new(e),
+                })?;
+        }
+
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or(BpfError::Missing { what: "map", name })
+        };
+        let events =
+            RingBuf::try_from(take(&mut ebpf, MAP_EVENTS)?).map_err(map_err(MAP_EVENTS))?;
+        let pids = BpfHashMap::try_from(take(&mut ebpf, MAP_PIDS)?).map_err(map_err(MAP_PIDS))?;
+        let counters =
+            PerCpuArray::try_from(take(&mut ebpf, MAP_COUNTERS)?).map_err(map_err(MAP_COUNTERS))?;
+        tracing::debug!(
+            cpus = cpus.len(),
+            sample_rate = options.sample_rate,
+            "eBPF sampler attached."
+        );
+        Ok(Self {
+            events,
+            pids,
+            counters,
+            cpus,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// The CPUs the program is attached to.
+    pub(crate) fn cpus(&self) -> &[u32] {
+        &self.cpus
+    }
+
+    /// Calls `f` with every sample waiting in the ring buffer; returns how many there were.
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(&SampleRecord)) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.events.next() {
+            if let Some(record) = SampleRecord::from_bytes(&item) {
+                f(&record);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Records how the kernel side treats a process from now on.
+    pub(crate) fn set_pid_state(&mut self, pid: u32, state: PidState) -> Result<(), BpfError> {
+        self.pids
+            .insert(pid, state as u32, 0)
+            .map_err(map_err(MAP_PIDS))
+    }
+
+    /// Forgets the classification of `pid` (its samples flow again until reclassified).
+    pub(crate) fn forget_pid(&mut self, pid: u32) {
+        // Absent keys are not an error worth reporting.
+        let _ = self.pids.remove(&pid);
+    }
+
+    /// The pids the filter map holds.
+    pub(crate) fn known_pids(&self) -> Vec<u32> {
+        self.pids.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Forgets every classification (after the targets changed).
+    pub(crate) fn clear_pids(&mut self) {
+        for pid in self.known_pids() {
+            self.forget_pid(pid);
+        }
+    }
+
+    /// The counters, summed over CPUs.
+    pub(crate) fn counters(&self) -> KernelCounters {
+        let sum = |c: Counter| -> u64 {
+            self.counters
+                .get(&(c as u32), 0)
+                .map(|values| values.iter().copied().fold(0u64, u64::wrapping_add))
+                .unwrap_or(0)
+        };
+        KernelCounters {
+            idle: sum(Counter::Idle),
+            filtered: sum(Counter::Filtered),
+            sent: sum(Counter::Sent),
+            ringbuf_full: sum(Counter::RingBufFull),
+            user_stack_errors: sum(Counter::UserStackError),
+            kernel_stack_errors: sum(Counter::KernelStackError),
+        }
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK`; lift it (best effort, as Alloy does).
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct; failure leaves the limit as it was.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "Could not raise RLIMIT_MEMLOCK.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_buffer_sizes_are_powers_of_two() {
+        assert_eq!(ring_buffer_size(1, 1), 256 << 10);
+        let two = ring_buffer_size(2, 97);
+        assert!(two.is_power_of_two() && two as usize >= 2 * 97 * SampleRecord::SIZE);
+        assert_eq!(ring_buffer_size(4096, 100_000), 256 << 20);
+    }
+}

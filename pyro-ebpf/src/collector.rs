@@ -1,0 +1,515 @@
+//! The [`Collector`]: drains the kernel side, matches processes to targets, symbolizes, and
+//! builds one pprof per target and process each `collect_interval`; and the run loop that sends
+//! them to the receivers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use prometheus_client::registry::Registry;
+use pyro_core::{Fanout, Profile, Receiver, Target};
+use pyro_ebpf_common::{PidState, SampleRecord};
+use pyro_symbolize::{Frame, Symbolizer, SymbolizerConfig};
+use tokio::sync::watch;
+
+use crate::bpf::{BpfError, BpfSampler, KernelCounters, SamplerOptions};
+use crate::config::{ConfigError, EbpfConfig};
+use crate::metrics::{Metrics, ServiceLabel};
+use crate::profiles::Aggregator;
+use crate::targets::{ProcReader, ResolvedTarget, TargetIndex};
+
+/// How often the ring buffer is drained by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Profiles sent at once to the receivers (Alloy uses at most 32 workers).
+const SEND_CONCURRENCY: usize = 32;
+
+/// Starting the collector failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("invalid pyroscope.ebpf config: {0}")]
+    Config(#[from] ConfigError),
+    /// The eBPF program could not be loaded or attached.
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+}
+
+/// What one [`Collector::poll`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollStats {
+    /// Samples read from the ring buffer.
+    pub samples: u64,
+    /// Of those, samples of processes matching a target.
+    pub profiled: u64,
+    /// Of the profiled ones, samples with no frame at all (not reported, as in Alloy).
+    pub empty: u64,
+}
+
+/// How a process is treated, decided on its first sample.
+#[derive(Debug, Clone)]
+enum Class {
+    Profile {
+        target: Arc<ResolvedTarget>,
+        comm: Arc<str>,
+    },
+    Ignore,
+}
+
+#[derive(Debug)]
+struct KnownPid {
+    /// `None` when the process was already gone when first seen.
+    start_time: Option<u64>,
+    class: Class,
+}
+
+/// Raw stack of one process, as read from the kernel (leaf first).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RawStack {
+    pid: u32,
+    user: Box<[u64]>,
+    kernel: Box<[u64]>,
+}
+
+/// The eBPF CPU profiler, loaded and attached to every online CPU. Dropping it detaches the
+/// program.
+///
+/// Most hosts use [`Collector::builder`], which runs it on a timer and sends the profiles. The
+/// methods here drive it by hand: [`poll`](Self::poll) drains and symbolizes the samples taken
+/// so far (call it a few times a second), [`collect`](Self::collect) returns one profile per
+/// target and process for everything since the last collection.
+pub struct Collector {
+    sampler: BpfSampler,
+    symbolizer: Symbolizer,
+    procs: ProcReader,
+    index: TargetIndex,
+    known: HashMap<u32, KnownPid>,
+    aggregator: Aggregator,
+    metrics: Metrics,
+    last_counters: KernelCounters,
+    round: HashMap<RawStack, u64>,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("cpus", &self.sampler.cpus())
+            .field("targets", &self.index.len())
+            .field("known_pids", &self.known.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector {
+    /// A builder for a collector that runs on its own and sends its profiles to
+    /// `config.forward_to`.
+    pub fn builder(config: EbpfConfig) -> CollectorBuilder {
+        CollectorBuilder {
+            config,
+            metrics: Metrics::default(),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+        }
+    }
+
+    /// Checks `config`, loads the eBPF program and attaches it to every online CPU; matching
+    /// processes against `config.targets` (`forward_to` and `collect_interval` are not used
+    /// here: the caller collects).
+    pub fn new(config: &EbpfConfig) -> Result<Self, Error> {
+        Self::with_metrics(config, Metrics::default())
+    }
+
+    fn with_metrics(config: &EbpfConfig, metrics: Metrics) -> Result<Self, Error> {
+        let demangle = config.demangle_mode()?;
+        let sampler = BpfSampler::load(SamplerOptions {
+            sample_rate: config.sample_rate,
+            collect_user: config.collect_user_profile,
+            collect_kernel: config.collect_kernel_profile,
+        })
+        .inspect_err(|error| {
+            metrics.sessions_failing.inc();
+            tracing::warn!(%error, "Could not start the eBPF profiler.");
+        })?;
+        metrics.sessions.inc();
+        let symbolizer = Symbolizer::new(SymbolizerConfig {
+            pid_cache_size: config.pid_cache_size,
+            build_id_cache_size: config.build_id_cache_size,
+            same_file_cache_size: config.same_file_cache_size,
+            demangle,
+            ..SymbolizerConfig::default()
+        });
+        let mut collector = Self {
+            sampler,
+            procs: ProcReader::new(
+                symbolizer.config().proc_root.clone(),
+                config.container_id_cache_size,
+            ),
+            symbolizer,
+            index: TargetIndex::default(),
+            known: HashMap::new(),
+            aggregator: Aggregator::new(config.sample_rate),
+            metrics,
+            last_counters: KernelCounters::default(),
+            round: HashMap::new(),
+        };
+        collector.set_targets(&config.targets);
+        Ok(collector)
+    }
+
+    /// Replaces the targets. Processes are matched again on their next sample.
+    pub fn set_targets(&mut self, targets: &[Target]) {
+        self.index = TargetIndex::new(targets);
+        self.metrics
+            .active_targets
+            .set(i64::try_from(self.index.len()).unwrap_or(i64::MAX));
+        self.known.clear();
+        self.sampler.clear_pids();
+        tracing::debug!(targets = self.index.len(), "eBPF profiler targets updated.");
+    }
+
+    /// Drains the samples the kernel side has taken, symbolizes them (while their processes are
+    /// still alive) and adds them to the current interval.
+    pub fn poll(&mut self) -> PollStats {
+        let mut stats = PollStats::default();
+        let mut round = std::mem::take(&mut self.round);
+        let mut records = Vec::new();
+        self.sampler.drain(|r: &SampleRecord| records.push(*r));
+        for r in &records {
+            stats.samples += 1;
+            if !self.classify(r) {
+                continue;
+            }
+            stats.profiled += 1;
+            *round
+                .entry(RawStack {
+                    pid: r.pid,
+                    user: r.user_frames().into(),
+                    kernel: r.kernel_frames().into(),
+                })
+                .or_insert(0) += 1;
+        }
+        for (raw, count) in round.drain() {
+            let Some(KnownPid {
+                class: Class::Profile { target, comm },
+                ..
+            }) = self.known.get(&raw.pid)
+            else {
+                continue;
+            };
+            let stack = self.symbolize(&raw);
+            if stack.is_empty() {
+                stats.empty += count;
+                continue;
+            }
+            self.aggregator.add(target, raw.pid, comm, stack, count);
+        }
+        self.round = round;
+        self.metrics.samples.inc_by(stats.samples);
+        let counters = self.sampler.counters();
+        self.metrics.kernel_delta(&self.last_counters, &counters);
+        self.last_counters = counters;
+        stats
+    }
+
+    /// Polls, then returns one gzipped pprof per (target, process) for everything sampled since
+    /// the last collection, and forgets processes that exited.
+    pub fn collect(&mut self) -> Vec<Profile> {
+        self.poll();
+        let built = self.aggregator.build();
+        self.sweep();
+        built
+            .into_iter()
+            .map(|b| {
+                let service = ServiceLabel {
+                    service_name: b.service_name,
+                };
+                self.metrics.pprofs.get_or_create(&service).inc();
+                self.metrics
+                    .pprof_bytes
+                    .get_or_create(&service)
+                    .inc_by(b.profile.raw.len() as u64);
+                self.metrics
+                    .pprof_samples
+                    .get_or_create(&service)
+                    .inc_by(b.samples);
+                b.profile
+            })
+            .collect()
+    }
+
+    /// The kernel side's counters since load (samples sent, lost, stack-read errors).
+    pub fn kernel_counters(&self) -> KernelCounters {
+        self.sampler.counters()
+    }
+
+    /// Decides (once per process) whether samples of `r.pid` are profiled; tells the kernel to
+    /// drop the samples of processes that are not.
+    fn classify(&mut self, r: &SampleRecord) -> bool {
+        if let Some(k) = self.known.get(&r.pid) {
+            return matches!(k.class, Class::Profile { .. });
+        }
+        let stat = self.procs.stat(r.pid);
+        let target = if stat.is_some_and(|s| s.kernel_thread) {
+            None
+        } else {
+            let procs = &self.procs;
+            self.index.lookup(r.pid, || procs.container_id(r.pid))
+        };
+        let class = match target {
+            Some(target) => {
+                let comm = self
+                    .procs
+                    .comm(r.pid)
+                    .unwrap_or_else(|| String::from_utf8_lossy(r.comm_bytes()).into_owned());
+                Class::Profile {
+                    target,
+                    comm: Arc::from(comm),
+                }
+            }
+            None => Class::Ignore,
+        };
+        let state = match class {
+            Class::Profile { .. } => PidState::Profile,
+            Class::Ignore => PidState::Ignore,
+        };
+        if let Err(error) = self.sampler.set_pid_state(r.pid, state) {
+            tracing::debug!(pid = r.pid, %error, "Could not record the process in the pid filter.");
+        }
+        tracing::trace!(pid = r.pid, ?state, "Process classified.");
+        let profiled = matches!(class, Class::Profile { .. });
+        self.known.insert(
+            r.pid,
+            KnownPid {
+                start_time: stat.map(|s| s.start_time),
+                class,
+            },
+        );
+        profiled
+    }
+
+    /// Frame names root first: user frames, then kernel frames.
+    fn symbolize(&self, raw: &RawStack) -> Box<[Arc<str>]> {
+        let user = self
+            .symbolizer
+            .symbolize_user(raw.pid, &call_sites(&raw.user));
+        let kernel = self.symbolizer.symbolize_kernel(&call_sites(&raw.kernel));
+        user.into_iter()
+            .rev()
+            .chain(kernel.into_iter().rev())
+            .map(|Frame { name, .. }| name)
+            .collect()
+    }
+
+    /// Forgets processes that exited (or whose pid was reused) in the user-space caches, the
+    /// symbolizer and the kernel's pid filter.
+    fn sweep(&mut self) {
+        let gone: Vec<u32> = self
+            .known
+            .iter()
+            .filter(|(pid, k)| {
+                let now = self.procs.stat(**pid).map(|s| s.start_time);
+                now.is_none() || now != k.start_time
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in gone {
+            self.known.remove(&pid);
+            self.procs.forget(pid);
+            self.symbolizer.process_exited(pid);
+            self.sampler.forget_pid(pid);
+        }
+        // Entries the kernel map holds for processes user space no longer tracks (classified
+        // before a restart of the map's owner, or evicted above while a sample was in flight).
+        for pid in self.sampler.known_pids() {
+            if !self.known.contains_key(&pid) {
+                self.sampler.forget_pid(pid);
+            }
+        }
+    }
+}
+
+/// The kernel reports return addresses for all frames but the leaf; the call instruction is
+/// just before, so look up `addr - 1` to stay inside the calling function.
+fn call_sites(frames: &[u64]) -> Vec<u64> {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| if i == 0 { a } else { a.saturating_sub(1) })
+        .collect()
+}
+
+/// Builds a running [`Collector`]: see [`Collector::builder`].
+#[derive(Debug)]
+pub struct CollectorBuilder {
+    config: EbpfConfig,
+    metrics: Metrics,
+    poll_interval: Duration,
+}
+
+impl CollectorBuilder {
+    /// Registers the collector's metrics in `registry`: `pyroscope_ebpf_active_targets`,
+    /// `pyroscope_ebpf_profiling_sessions_total`, `pyroscope_ebpf_profiling_sessions_failing_total`,
+    /// `pyroscope_ebpf_pprofs_total{service_name}`, `pyroscope_ebpf_pprofs_dropped_total`,
+    /// `pyroscope_ebpf_pprof_bytes_total{service_name}`,
+    /// `pyroscope_ebpf_pprof_samples_total{service_name}`, `pyroscope_ebpf_samples_total`,
+    /// `pyroscope_ebpf_lost_samples_total{reason}` and `pyroscope_ebpf_stack_errors_total{stack}`.
+    #[must_use]
+    pub fn registry(mut self, registry: &mut Registry) -> Self {
+        self.metrics = Metrics::register(registry);
+        self
+    }
+
+    /// How often the kernel's ring buffer is drained (default [`DEFAULT_POLL_INTERVAL`]). The
+    /// kernel side never wakes the reader, so this bounds how long a sample waits.
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Checks the config, loads and attaches the eBPF program, and returns a handle and the
+    /// future that runs the collector. Spawn the future on a tokio runtime; it ends when every
+    /// handle is dropped (the program is then detached).
+    pub fn build(
+        self,
+    ) -> Result<(CollectorHandle, impl Future<Output = ()> + Send + 'static), Error> {
+        let Self {
+            config,
+            metrics,
+            poll_interval,
+        } = self;
+        let collector = Collector::with_metrics(&config, metrics.clone())?;
+        let (targets_tx, targets_rx) = watch::channel(config.targets.clone());
+        let handle = CollectorHandle {
+            targets: Arc::new(targets_tx),
+        };
+        let run = run(
+            collector,
+            targets_rx,
+            Fanout::new(config.forward_to.iter().cloned()),
+            config.collect_interval,
+            poll_interval,
+            metrics,
+        );
+        Ok((handle, run))
+    }
+}
+
+/// Controls a running collector. Cloneable; when the last clone is dropped the collector stops.
+#[derive(Debug, Clone)]
+pub struct CollectorHandle {
+    targets: Arc<watch::Sender<Vec<Target>>>,
+}
+
+impl CollectorHandle {
+    /// Replaces the targets; only the latest value matters if several are set quickly.
+    pub fn set_targets(&self, targets: Vec<Target>) {
+        self.targets.send_replace(targets);
+    }
+}
+
+/// Runs blocking collector work off the async threads, handing the collector back.
+async fn blocking<T: Send + 'static>(
+    collector: Box<Collector>,
+    f: impl FnOnce(&mut Collector) -> T + Send + 'static,
+) -> Option<(Box<Collector>, T)> {
+    let res = tokio::task::spawn_blocking(move || {
+        let mut collector = collector;
+        let out = f(&mut collector);
+        (collector, out)
+    })
+    .await;
+    match res {
+        Ok(v) => Some(v),
+        Err(error) => {
+            tracing::error!(%error, "eBPF collector task failed; stopping.");
+            None
+        }
+    }
+}
+
+async fn run(
+    collector: Collector,
+    mut targets: watch::Receiver<Vec<Target>>,
+    fanout: Fanout,
+    collect_interval: Duration,
+    poll_interval: Duration,
+    metrics: Metrics,
+) {
+    use tokio::time::{Instant, MissedTickBehavior, interval, interval_at};
+
+    let mut collector = Box::new(collector);
+    let mut poll = interval(poll_interval);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut collect = interval_at(Instant::now() + collect_interval, collect_interval);
+    collect.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sending: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            biased;
+            changed = targets.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let new = targets.borrow_and_update().clone();
+                let Some((c, ())) = blocking(collector, move |c| c.set_targets(&new)).await else {
+                    return;
+                };
+                collector = c;
+            }
+            _ = collect.tick() => {
+                let Some((c, profiles)) = blocking(collector, Collector::collect).await else {
+                    return;
+                };
+                collector = c;
+                tracing::debug!(profiles = profiles.len(), "eBPF profiles built.");
+                if let Some(previous) = sending.take() {
+                    // Bounded by its own timeout.
+                    let _ = previous.await;
+                }
+                sending = Some(tokio::spawn(send(
+                    fanout.clone(),
+                    profiles,
+                    collect_interval,
+                    metrics.clone(),
+                )));
+            }
+            _ = poll.tick() => {
+                let Some((c, _)) = blocking(collector, Collector::poll).await else {
+                    return;
+                };
+                collector = c;
+            }
+        }
+    }
+    drop(collector);
+    if let Some(previous) = sending.take() {
+        let _ = previous.await;
+    }
+    tracing::debug!("eBPF profiler stopped.");
+}
+
+/// Hands `profiles` to the receivers, at most [`SEND_CONCURRENCY`] at a time, within `timeout`;
+/// profiles not handed over by then are counted as dropped.
+async fn send(fanout: Fanout, profiles: Vec<Profile>, timeout: Duration, metrics: Metrics) {
+    let total = profiles.len() as u64;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let sends = futures_util::stream::iter(profiles).for_each_concurrent(SEND_CONCURRENCY, |p| {
+        let fanout = &fanout;
+        let done = &done;
+        async move {
+            let service = p.service_name().unwrap_or_default().to_owned();
+            if let Err(error) = fanout.append(p).await {
+                tracing::warn!(service_name = service, %error, "Receivers refused an eBPF profile.");
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    if tokio::time::timeout(timeout, sends).await.is_err() {
+        let dropped = total.saturating_sub(done.load(std::sync::atomic::Ordering::Relaxed));
+        metrics.pprofs_dropped.inc_by(dropped);
+        tracing::warn!(dropped, "eBPF profiles not sent within collect_interval.");
+    }
+}

@@ -1,0 +1,115 @@
+//! The collector's Prometheus metrics, named as Alloy's `pyroscope.ebpf` names them.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::bpf::KernelCounters;
+
+/// Label of per-service metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ServiceLabel {
+    pub(crate) service_name: String,
+}
+
+/// Label of the lost-samples counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
+}
+
+/// Label of the stack-error counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StackLabel {
+    pub(crate) stack: &'static str,
+}
+
+/// Metrics of one collector. Unregistered (but still counting) unless a registry is given.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Metrics {
+    pub(crate) active_targets: Gauge,
+    pub(crate) sessions: Counter,
+    pub(crate) sessions_failing: Counter,
+    pub(crate) pprofs: Family<ServiceLabel, Counter>,
+    pub(crate) pprofs_dropped: Counter,
+    pub(crate) pprof_bytes: Family<ServiceLabel, Counter>,
+    pub(crate) pprof_samples: Family<ServiceLabel, Counter>,
+    pub(crate) samples: Counter,
+    pub(crate) lost_samples: Family<ReasonLabel, Counter>,
+    pub(crate) stack_errors: Family<StackLabel, Counter>,
+}
+
+impl Metrics {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "pyroscope_ebpf_active_targets",
+            "Targets the eBPF profiler currently matches processes against",
+            m.active_targets.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_profiling_sessions",
+            "eBPF profiling sessions started (program loaded and attached)",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_profiling_sessions_failing",
+            "eBPF profiling sessions that failed to start",
+            m.sessions_failing.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_pprofs",
+            "Profiles built by the eBPF profiler",
+            m.pprofs.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_pprofs_dropped",
+            "Profiles not handed to the receivers within collect_interval",
+            m.pprofs_dropped.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_pprof_bytes",
+            "Bytes of gzipped profiles built by the eBPF profiler",
+            m.pprof_bytes.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_pprof_samples",
+            "CPU samples in the profiles built by the eBPF profiler",
+            m.pprof_samples.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_samples",
+            "CPU samples read from the kernel",
+            m.samples.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_lost_samples",
+            "CPU samples lost before reaching a profile, by reason",
+            m.lost_samples.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_stack_errors",
+            "Samples whose user or kernel stack could not be read",
+            m.stack_errors.clone(),
+        );
+        m
+    }
+
+    /// Adds what the kernel counted since the `previous` reading.
+    pub(crate) fn kernel_delta(&self, previous: &KernelCounters, now: &KernelCounters) {
+        let d = |a: u64, b: u64| b.saturating_sub(a);
+        self.lost_samples
+            .get_or_create(&ReasonLabel {
+                reason: "ringbuf_full",
+            })
+            .inc_by(d(previous.ringbuf_full, now.ringbuf_full));
+        self.stack_errors
+            .get_or_create(&StackLabel { stack: "user" })
+            .inc_by(d(previous.user_stack_errors, now.user_stack_errors));
+        self.stack_errors
+            .get_or_create(&StackLabel { stack: "kernel" })
+            .inc_by(d(previous.kernel_stack_errors, now.kernel_stack_errors));
+    }
+}

@@ -1,0 +1,303 @@
+//! Matching processes to targets: by `__process_pid__`, else by the container id read from
+//! `/proc/PID/cgroup`, and the labels each matched profile carries.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
+
+use pyro_core::labels::names;
+use pyro_core::target::infer_service_name;
+use pyro_core::{Labels, Target};
+use regex::Regex;
+
+/// The `__name__` of the profiles this collector makes.
+pub const PROFILE_NAME: &str = "process_cpu";
+
+/// Alloy's (legacy engine) container-id pattern, applied to each line of `/proc/PID/cgroup`.
+/// It covers cgroup v1 and v2, and the docker (`/docker/<id>`), containerd/cri-o
+/// (`cri-containerd-<id>.scope`, `crio-<id>.scope`), systemd-slice (`docker-<id>.scope`) and
+/// cgroupfs (`/kubepods/…/<id>`) layouts.
+static CONTAINER_ID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^.*/(?:.*-)?([0-9a-f]{64})(?:\.|\s*$)").expect("valid container id regex")
+});
+
+/// The container id in the text of a `/proc/PID/cgroup` file, if any line holds one.
+///
+/// ```
+/// use pyro_ebpf::container_id_from_cgroup;
+///
+/// let id = "a".repeat(64);
+/// let v2 = format!("0::/system.slice/docker-{id}.scope\n");
+/// assert_eq!(container_id_from_cgroup(&v2), Some(id.as_str()));
+/// let v1 = format!("12:pids:/docker/{id}\n11:memory:/docker/{id}\n");
+/// assert_eq!(container_id_from_cgroup(&v1), Some(id.as_str()));
+/// assert_eq!(container_id_from_cgroup("0::/user.slice/session-1.scope\n"), None);
+/// ```
+pub fn container_id_from_cgroup(cgroup: &str) -> Option<&str> {
+    cgroup.lines().find_map(|line| {
+        CONTAINER_ID
+            .captures(line)
+            .and_then(|c| c.get(1))
+            .map(|m| m.as_str())
+    })
+}
+
+/// A target as the collector uses it: the labels its profiles carry.
+#[derive(Debug)]
+pub(crate) struct ResolvedTarget {
+    /// Profile labels: the target's labels without reserved ones (`__name__` kept), plus
+    /// `service_name`, `__name__` and `__container_id__`/`__process_pid__`.
+    pub(crate) labels: Labels,
+    /// The `service_name` label.
+    pub(crate) service_name: String,
+    /// Identifies the label set (to keep profiles of different targets apart).
+    pub(crate) fingerprint: u64,
+}
+
+impl ResolvedTarget {
+    fn new(target: &Target, matched_by: (&str, &str)) -> Self {
+        let service_name = infer_service_name(target.labels()).into_owned();
+        let mut labels = target.labels().clone();
+        labels.retain(|l| {
+            !l.name.starts_with(names::RESERVED_PREFIX) || l.name == names::METRIC_NAME
+        });
+        labels.set_if_absent(names::SERVICE_NAME, service_name.clone());
+        labels.set_if_absent(names::METRIC_NAME, PROFILE_NAME);
+        labels.set(matched_by.0, matched_by.1);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        labels.hash(&mut h);
+        Self {
+            service_name,
+            fingerprint: h.finish(),
+            labels,
+        }
+    }
+}
+
+/// The current targets, indexed by pid and by container id. Later targets with the same key
+/// replace earlier ones, as in Alloy.
+#[derive(Debug, Default)]
+pub(crate) struct TargetIndex {
+    by_pid: HashMap<u32, Arc<ResolvedTarget>>,
+    by_container: HashMap<String, Arc<ResolvedTarget>>,
+}
+
+impl TargetIndex {
+    pub(crate) fn new(targets: &[Target]) -> Self {
+        let mut index = Self::default();
+        for target in targets {
+            if let Some(pid) = target.pid() {
+                let resolved = ResolvedTarget::new(target, (names::PROCESS_PID, &pid.to_string()));
+                index.by_pid.insert(pid, Arc::new(resolved));
+            } else if let Some(id) = target.container_id() {
+                let resolved = ResolvedTarget::new(target, (names::CONTAINER_ID, id));
+                index.by_container.insert(id.to_owned(), Arc::new(resolved));
+            } else {
+                tracing::debug!(labels = %target.labels(), "Target has no pid or container id; ignored.");
+            }
+        }
+        index
+    }
+
+    /// Number of usable targets.
+    pub(crate) fn len(&self) -> usize {
+        self.by_pid.len() + self.by_container.len()
+    }
+
+    /// The target of process `pid`: by pid first, then by its container id (looked up through
+    /// `container_id` only when some target has one).
+    pub(crate) fn lookup(
+        &self,
+        pid: u32,
+        container_id: impl FnOnce() -> Option<Arc<str>>,
+    ) -> Option<Arc<ResolvedTarget>> {
+        if let Some(t) = self.by_pid.get(&pid) {
+            return Some(t.clone());
+        }
+        if self.by_container.is_empty() {
+            return None;
+        }
+        let id = container_id()?;
+        self.by_container.get(&*id).cloned()
+    }
+}
+
+/// Reads what the collector needs about a process from procfs, with the container-id cache.
+#[derive(Debug)]
+pub(crate) struct ProcReader {
+    root: PathBuf,
+    container_ids: moka::sync::Cache<u32, Option<Arc<str>>>,
+}
+
+/// `PF_KTHREAD` in the flags field of `/proc/PID/stat`.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// What `/proc/PID/stat` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// Start time in clock ticks after boot: with the pid, identifies a process across pid reuse.
+    pub(crate) start_time: u64,
+    /// Whether it is a kernel thread.
+    pub(crate) kernel_thread: bool,
+}
+
+impl ProcReader {
+    pub(crate) fn new(root: impl Into<PathBuf>, container_id_cache_size: usize) -> Self {
+        Self {
+            root: root.into(),
+            container_ids: moka::sync::Cache::new(container_id_cache_size as u64),
+        }
+    }
+
+    fn path(&self, pid: u32, file: &str) -> PathBuf {
+        self.root.join(pid.to_string()).join(file)
+    }
+
+    /// The container id of `pid` (cached; `None` when it has none or is gone).
+    pub(crate) fn container_id(&self, pid: u32) -> Option<Arc<str>> {
+        self.container_ids.get_with(pid, || {
+            let text = std::fs::read_to_string(self.path(pid, "cgroup")).ok()?;
+            container_id_from_cgroup(&text).map(Arc::from)
+        })
+    }
+
+    /// The process's `comm` (its main thread's name).
+    pub(crate) fn comm(&self, pid: u32) -> Option<String> {
+        let mut s = std::fs::read_to_string(self.path(pid, "comm")).ok()?;
+        while s.ends_with('\n') {
+            s.pop();
+        }
+        (!s.is_empty()).then_some(s)
+    }
+
+    /// Start time and kernel-thread flag from `/proc/PID/stat`; `None` when the process is gone.
+    pub(crate) fn stat(&self, pid: u32) -> Option<ProcStat> {
+        parse_stat(&std::fs::read_to_string(self.path(pid, "stat")).ok()?)
+    }
+
+    /// Forgets what is cached about `pid`.
+    pub(crate) fn forget(&self, pid: u32) {
+        self.container_ids.invalidate(&pid);
+    }
+}
+
+/// Parses `/proc/PID/stat`: the comm field may hold spaces and parentheses, so fields are
+/// counted after its last `)`.
+fn parse_stat(stat: &str) -> Option<ProcStat> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After the comm: state(3) ppid(4) … flags(9) … starttime(22); `rest` starts at field 3.
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let flags: u64 = fields.get(9 - 3)?.parse().ok()?;
+    let start_time: u64 = fields.get(22 - 3)?.parse().ok()?;
+    Some(ProcStat {
+        start_time,
+        kernel_thread: flags & PF_KTHREAD != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(pairs: &[(&str, &str)]) -> Target {
+        Target::new(Labels::from_iter(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn container_id_layouts() {
+        let id = "0123456789abcdef".repeat(4);
+        for line in [
+            format!("0::/docker/{id}"),
+            format!("0::/system.slice/docker-{id}.scope"),
+            format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope"
+            ),
+            format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{id}.scope"),
+            format!("11:memory:/kubepods/burstable/pod5d2a7a9c/{id}"),
+        ] {
+            let text = format!("1:name=systemd:/init.scope\n{line}\n");
+            assert_eq!(container_id_from_cgroup(&text), Some(id.as_str()), "{line}");
+        }
+        // Too short, upper-case, or not at the end of a path component.
+        assert_eq!(container_id_from_cgroup("0::/docker/abc\n"), None);
+        assert_eq!(
+            container_id_from_cgroup(&format!("0::/{}\n", id.to_uppercase())),
+            None
+        );
+        assert_eq!(
+            container_id_from_cgroup(&format!("0::/x/{id}extra\n")),
+            None
+        );
+    }
+
+    #[test]
+    fn index_matches_pid_first_then_container() {
+        let cid = "c".repeat(64);
+        let idx = TargetIndex::new(&[
+            target(&[("__process_pid__", "10"), ("service_name", "by-pid")]),
+            target(&[
+                ("__container_id__", cid.as_str()),
+                ("__meta_docker_container_name", "/web"),
+                ("env", "prod"),
+            ]),
+            target(&[("service_name", "no-key")]),
+        ]);
+        assert_eq!(idx.len(), 2);
+        let by_pid = idx.lookup(10, || panic!("not needed")).unwrap();
+        assert_eq!(by_pid.labels.get("service_name"), Some("by-pid"));
+        assert_eq!(by_pid.labels.get("__process_pid__"), Some("10"));
+        let by_cid = idx.lookup(11, || Some(Arc::from(cid.as_str()))).unwrap();
+        assert_eq!(
+            by_cid.labels.to_string(),
+            format!(
+                "{{__container_id__=\"{cid}\", __name__=\"process_cpu\", env=\"prod\", service_name=\"web\"}}"
+            )
+        );
+        assert!(idx.lookup(12, || Some(Arc::from("d".repeat(64)))).is_none());
+        assert!(idx.lookup(13, || None).is_none());
+    }
+
+    #[test]
+    fn labels_drop_reserved_but_keep_name() {
+        let idx = TargetIndex::new(&[target(&[
+            ("__process_pid__", "5"),
+            ("__name__", "custom"),
+            ("__meta_process_exe", "/bin/x"),
+            ("__address__", "x"),
+            ("team", "a"),
+        ])]);
+        let t = idx.lookup(5, || None).unwrap();
+        assert_eq!(t.labels.get("__name__"), Some("custom"));
+        assert_eq!(t.labels.get("service_name"), Some("unspecified"));
+        assert!(t.labels.get("__meta_process_exe").is_none());
+        assert!(t.labels.get("__address__").is_none());
+        assert_eq!(t.labels.get("team"), Some("a"));
+    }
+
+    #[test]
+    fn later_duplicates_win() {
+        let idx = TargetIndex::new(&[
+            target(&[("__process_pid__", "7"), ("v", "1")]),
+            target(&[("__process_pid__", "7"), ("v", "2")]),
+        ]);
+        assert_eq!(idx.lookup(7, || None).unwrap().labels.get("v"), Some("2"));
+    }
+
+    #[test]
+    fn stat_parsing() {
+        let stat = "42 (a (weird) name) S 1 42 42 0 -1 2097216 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
+        assert_eq!(
+            parse_stat(stat),
+            Some(ProcStat {
+                start_time: 12345,
+                kernel_thread: true
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        let me = ProcReader::new("/proc", 4);
+        let s = me.stat(std::process::id()).unwrap();
+        assert!(!s.kernel_thread);
+        assert!(me.stat(2).is_none_or(|s| s.kernel_thread));
+    }
+}
