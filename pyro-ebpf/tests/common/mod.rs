@@ -176,3 +176,66 @@ pub(crate) fn config(targets: Vec<Target>) -> EbpfConfig {
         ..EbpfConfig::default()
     }
 }
+
+/// A receiver that keeps every profile it gets.
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    pub(crate) profiles: Mutex<Vec<Profile>>,
+}
+
+#[pyro_core::async_trait]
+impl pyro_core::Receiver for Recorder {
+    async fn append(&self, profile: Profile) -> Result<(), pyro_core::AppendError> {
+        self.profiles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(profile);
+        Ok(())
+    }
+}
+
+impl Recorder {
+    pub(crate) fn take(&self) -> Vec<Profile> {
+        std::mem::take(&mut *self.profiles.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A C program that waits for a line on stdin, then burns CPU in `spin_<name>` (called from
+/// `main` through `work_<name>`) for `seconds` (first argument; negative = forever).
+pub(crate) fn spinner_source(name: &str) -> String {
+    format!(
+        r#"
+#include <stdio.h>
+#include <time.h>
+volatile unsigned long sink;
+static double cpu_now(void) {{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}}
+__attribute__((noinline)) void spin_{name}(long n) {{
+    volatile long acc = 0;
+    for (long i = 0; i < n; i++) acc += i;
+    sink += acc;
+}}
+__attribute__((noinline)) void work_{name}(long n) {{ spin_{name}(n); }}
+int main(int argc, char **argv) {{
+    double seconds = -1;
+    if (argc > 1) sscanf(argv[1], "%lf", &seconds);
+    char line[16];
+    if (!fgets(line, sizeof line, stdin)) return 1;
+    double start = cpu_now();
+    while (seconds < 0 || cpu_now() - start < seconds) work_{name}(1000000);
+    return 0;
+}}
+"#
+    )
+}
+
+/// Whether some stack of `p` holds all of `frames` in this order (not necessarily adjacent).
+pub(crate) fn has_path(p: &Profile, frames: &[&str]) -> bool {
+    stacks(p).iter().any(|s| {
+        let mut it = s.frames.iter();
+        frames.iter().all(|f| it.any(|x| x == f))
+    })
+}

@@ -1,0 +1,184 @@
+//! The collector as a host runs it: built with a registry, spawned, fed new targets while
+//! running, reporting a process that exits mid-interval, and detaching when its handle drops.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use prometheus_client::registry::Registry;
+use pyro_core::DynReceiver;
+use pyro_ebpf::{Collector, EbpfConfig};
+
+/// Open file descriptors of this process that are BPF programs, maps or links.
+fn bpf_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("anon_inode:bpf"))
+        .count()
+}
+
+fn metrics_text(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text
+}
+
+#[test]
+fn loads_attaches_samples_and_detaches_on_drop() {
+    let _serial = serial();
+    if !bpf() {
+        return;
+    }
+    let before = bpf_fds();
+    let me = std::process::id();
+    let mut collector = Collector::new(&config(vec![pid_target(me, "self")])).unwrap();
+    assert!(bpf_fds() > before, "no BPF objects open after load");
+    // Burn CPU in this process until samples of it arrive.
+    let start = Instant::now();
+    let mut profiled = 0;
+    while profiled < 20 && start.elapsed() < Duration::from_secs(30) {
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(100) {
+            std::hint::black_box(spin.elapsed());
+        }
+        profiled += collector.poll().profiled;
+    }
+    assert!(profiled >= 20, "only {profiled} samples of this process");
+    let counters = collector.kernel_counters();
+    assert!(counters.sent >= profiled, "{counters:?}");
+    assert_eq!(counters.ringbuf_full, 0, "{counters:?}");
+    let profiles = collector.collect();
+    let p = profile_of(&profiles, me).expect("a profile of this process");
+    assert_eq!(p.labels.get("service_name"), Some("self"));
+    assert_eq!(p.labels.get("__name__"), Some("process_cpu"));
+    drop(collector);
+    assert_eq!(bpf_fds(), before, "BPF objects left open after drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the guard only serializes this binary's tests; no task here takes it again"
+)]
+async fn run_loop_reports_exited_processes_and_follows_target_updates() {
+    let _serial = serial();
+    if !bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (Some(short_bin), Some(long_bin)) = (
+        compile_c(dir.path(), "shortlived", &spinner_source("short")),
+        compile_c(dir.path(), "longlived", &spinner_source("long")),
+    ) else {
+        return;
+    };
+    // Runs for 1.5 CPU-seconds and exits, well inside the first 4 s interval.
+    let mut short = Workload::spawn(&short_bin, &["1.5"]);
+    let mut long = Workload::spawn(&long_bin, &[]);
+    let (short_pid, long_pid) = (short.pid(), long.pid());
+
+    let recorder = Arc::new(Recorder::default());
+    let mut registry = Registry::default();
+    let before = bpf_fds();
+    let (handle, run) = Collector::builder(EbpfConfig {
+        collect_interval: Duration::from_secs(4),
+        forward_to: vec![recorder.clone() as DynReceiver],
+        ..config(vec![pid_target(short_pid, "short")])
+    })
+    .registry(&mut registry)
+    .build()
+    .unwrap();
+    let task = tokio::spawn(run);
+    short.go();
+    long.go();
+    tokio::task::spawn_blocking(move || short.wait())
+        .await
+        .unwrap();
+    let exited_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+
+    // The interval in which the short-lived process exited still reports it, symbolized; the
+    // long-lived one is not a target yet.
+    let mut reported = None;
+    for _ in 0..4 {
+        let batch = wait_for_profiles(&recorder).await;
+        assert!(profile_of(&batch, long_pid).is_none());
+        // Several intervals may have gone by: look at every profile of the process.
+        reported = batch.into_iter().find(|p| {
+            let pprof = decode(p);
+            let (start, end) = (pprof.time_nanos, pprof.time_nanos + pprof.duration_nanos);
+            p.labels.get("__process_pid__") == Some(short_pid.to_string().as_str())
+                && start <= exited_at
+                && exited_at <= end
+        });
+        if reported.is_some() {
+            break;
+        }
+    }
+    let p = reported.expect("a profile for the interval in which the process exited");
+    assert!(
+        has_path(&p, &["shortlived", "main", "work_short", "spin_short"]),
+        "{:?}",
+        stacks(&p)
+    );
+    check_with_go_pprof(&p, dir.path());
+
+    handle.set_targets(vec![pid_target(long_pid, "long")]);
+    let mut later = Vec::new();
+    for _ in 0..3 {
+        later = wait_for_profiles(&recorder).await;
+        if profile_of(&later, long_pid).is_some() {
+            break;
+        }
+    }
+    let p = profile_of(&later, long_pid).expect("profile of the new target");
+    assert_eq!(p.labels.get("service_name"), Some("long"));
+    assert!(has_path(
+        p,
+        &["longlived", "main", "work_long", "spin_long"]
+    ));
+
+    let text = metrics_text(&registry);
+    for line in [
+        "pyroscope_ebpf_active_targets 1",
+        "pyroscope_ebpf_profiling_sessions_total 1",
+        "pyroscope_ebpf_profiling_sessions_failing_total 0",
+        "pyroscope_ebpf_lost_samples_total{reason=\"ringbuf_full\"} 0",
+    ] {
+        assert!(text.contains(line), "no `{line}` in\n{text}");
+    }
+    for service in ["short", "long"] {
+        let line = format!("pyroscope_ebpf_pprofs_total{{service_name=\"{service}\"}}");
+        assert!(text.contains(&line), "no `{line}` in\n{text}");
+    }
+
+    // Dropping the handle stops the loop and detaches the program.
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run loop stops when the handle is dropped")
+        .unwrap();
+    assert_eq!(
+        bpf_fds(),
+        before,
+        "BPF objects left open after the run loop ended"
+    );
+    drop(long);
+}
+
+/// Waits (up to 20 s) for the next batch of profiles.
+async fn wait_for_profiles(recorder: &Recorder) -> Vec<pyro_core::Profile> {
+    let start = Instant::now();
+    loop {
+        let got = recorder.take();
+        if !got.is_empty() || start.elapsed() > Duration::from_secs(20) {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
