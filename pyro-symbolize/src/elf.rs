@@ -1,8 +1,7 @@
 //! Function symbols of one ELF file: `.symtab` and `.dynsym`, as a sorted address array with
-//! binary search, names in one arena and display names (demangled per [`Demangle`]) memoised per
-//! symbol.
+//! binary search; names read from the file on first lookup and stored demangled (per
+//! [`Demangle`]) once per symbol.
 
-use std::ffi::CStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -69,6 +68,8 @@ pub(crate) enum BuildId {
 /// symbols need loading at all.
 pub(crate) struct ElfHeaders {
     path: PathBuf,
+    /// Kept by the loaded table to read names on demand; headers and symbols go through `cache`.
+    file: File,
     cache: ReadCache<File>,
     build_id: Option<BuildId>,
 }
@@ -85,7 +86,10 @@ impl std::fmt::Debug for ElfHeaders {
 impl ElfHeaders {
     /// Reads the ELF header and notes of `file`; `path` is for messages only.
     pub(crate) fn read(file: File, path: &Path) -> Result<Self, ElfError> {
-        let cache = ReadCache::new(file);
+        let cache = ReadCache::new(file.try_clone().map_err(|source| ElfError::Open {
+            path: path.to_owned(),
+            source,
+        })?);
         let build_id = match FileKind::parse(&cache) {
             Ok(FileKind::Elf64) => build_id::<elf::FileHeader64<Endianness>>(&cache, path)?,
             Ok(FileKind::Elf32) => build_id::<elf::FileHeader32<Endianness>>(&cache, path)?,
@@ -97,6 +101,7 @@ impl ElfHeaders {
         };
         Ok(Self {
             path: path.to_owned(),
+            file,
             cache,
             build_id,
         })
@@ -108,13 +113,26 @@ impl ElfHeaders {
 
     /// Reads the symbol tables.
     pub(crate) fn load(self, demangle: Demangle) -> Result<ElfSymbols, ElfError> {
+        self.load_inline_up_to(demangle, INLINE_STRTAB)
+    }
+
+    /// [`load`](Self::load), keeping string tables of up to `inline` bytes in memory.
+    fn load_inline_up_to(self, demangle: Demangle, inline: u64) -> Result<ElfSymbols, ElfError> {
         let mut table = match FileKind::parse(&self.cache) {
-            Ok(FileKind::Elf64) => {
-                load::<elf::FileHeader64<Endianness>>(&self.cache, &self.path, demangle)?
-            }
-            Ok(FileKind::Elf32) => {
-                load::<elf::FileHeader32<Endianness>>(&self.cache, &self.path, demangle)?
-            }
+            Ok(FileKind::Elf64) => load::<elf::FileHeader64<Endianness>>(
+                &self.cache,
+                &self.file,
+                &self.path,
+                demangle,
+                inline,
+            )?,
+            Ok(FileKind::Elf32) => load::<elf::FileHeader32<Endianness>>(
+                &self.cache,
+                &self.file,
+                &self.path,
+                demangle,
+                inline,
+            )?,
             _ => {
                 return Err(ElfError::NotElf {
                     path: self.path.clone(),
@@ -163,20 +181,40 @@ fn build_id<Elf: FileHeader<Endian = Endianness>>(
     Ok(go)
 }
 
+/// Where a string table is in the file. Symbol name offsets are `base + st_name`, so one `u32`
+/// names a string in any of the tables.
+#[derive(Debug)]
+struct StrTab {
+    base: u32,
+    offset: u64,
+    size: u64,
+    /// The whole table when it is small enough to keep ([`INLINE_STRTAB`]).
+    data: Option<Box<[u8]>>,
+}
+
+/// String tables up to this size are read whole at load (one read instead of one per name;
+/// `libc.so.6`'s is 32 KiB); bigger ones (`librustc_driver`'s is 20 MB) are read name by name
+/// on first lookup, so memory follows the symbols actually seen.
+const INLINE_STRTAB: u64 = 1 << 20;
+
+/// Longest name read (C++ template instantiations can be long; nothing real is this long).
+const MAX_NAME: usize = 64 * 1024;
+
 /// One symbol of the sorted table (its address is in the parallel `addrs` array).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     /// Size in bytes; 0 when the symbol has none (then it matches its exact address only).
     size: u32,
-    /// Offset of the NUL-terminated name in the arena.
+    /// Offset of the NUL-terminated name in the string tables (see [`StrTab`]).
     name: u32,
 }
 
 /// Function symbols of one ELF file, sorted for lookup by ELF virtual address.
 ///
-/// Names are kept in one arena (the file's string tables); the display name of a symbol
-/// (demangled per the table's [`Demangle`] mode) is computed on its first lookup and then stored,
-/// so repeated lookups cost a binary search and a reference-count increment.
+/// Loading reads the symbol tables (not the string tables) and sorts function symbols by
+/// address. The display name of a symbol (demangled per the table's [`Demangle`] mode) is read
+/// from the file on its first lookup and then stored, so repeated lookups cost a binary search
+/// and a reference-count increment, and memory grows with the symbols actually seen.
 ///
 /// ```no_run
 /// use pyro_symbolize::{Demangle, ElfSymbols};
@@ -191,7 +229,10 @@ pub struct ElfSymbols {
     addrs: Box<[u64]>,
     entries: Box<[Entry]>,
     display: Box<[OnceLock<Arc<str>>]>,
-    arena: Box<[u8]>,
+    /// Names are read from the file when a symbol is first looked up (then kept in `display`):
+    /// big binaries' string tables (20 MB for `librustc_driver`) are never held in memory.
+    file: File,
+    strtabs: Box<[StrTab]>,
     segments: Box<[LoadSegment]>,
     build_id: Option<BuildId>,
     demangle: Demangle,
@@ -201,7 +242,7 @@ impl std::fmt::Debug for ElfSymbols {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ElfSymbols")
             .field("symbols", &self.addrs.len())
-            .field("arena_bytes", &self.arena.len())
+            .field("strtabs", &self.strtabs)
             .field("segments", &self.segments)
             .field("build_id", &self.build_id)
             .field("demangle", &self.demangle)
@@ -227,9 +268,12 @@ impl ElfSymbols {
     }
 
     /// The display name of the function containing ELF virtual address `vaddr`.
+    ///
+    /// `None` when no function symbol covers it, or when its name can no longer be read (the
+    /// file was truncated since loading).
     pub fn lookup(&self, vaddr: u64) -> Option<&Arc<str>> {
         let i = self.find(vaddr)?;
-        Some(self.display_name(i))
+        self.display_name(i)
     }
 
     /// Like [`lookup`](Self::lookup) with the address given as an offset in the file (as
@@ -291,19 +335,54 @@ impl ElfSymbols {
             .find(|&i| covers(i))
     }
 
-    fn raw_name(&self, i: usize) -> &[u8] {
-        let tail = self
-            .arena
-            .get(self.entries[i].name as usize..)
-            .unwrap_or(&[]);
-        CStr::from_bytes_until_nul(tail).map_or(tail, CStr::to_bytes)
+    /// Reads the NUL-terminated name of symbol `i` from its string table.
+    fn raw_name(&self, i: usize) -> Option<std::borrow::Cow<'_, [u8]>> {
+        use std::os::unix::fs::FileExt;
+        let name = self.entries[i].name;
+        let tab = self.strtabs.iter().rev().find(|t| t.base <= name)?;
+        let start = u64::from(name - tab.base);
+        if let Some(data) = &tab.data {
+            let tail = data.get(usize::try_from(start).ok()?..)?;
+            let len = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+            return Some(tail[..len.min(MAX_NAME)].into());
+        }
+        let avail = usize::try_from(tab.size.checked_sub(start)?)
+            .unwrap_or(usize::MAX)
+            .min(MAX_NAME);
+        let mut buf = Vec::new();
+        let mut chunk = 256;
+        while buf.len() < avail {
+            let old = buf.len();
+            let want = chunk.min(avail - old);
+            buf.resize(old + want, 0);
+            let n = self
+                .file
+                .read_at(&mut buf[old..], tab.offset + start + old as u64)
+                .ok()?;
+            buf.truncate(old + n);
+            if let Some(nul) = buf[old..].iter().position(|&b| b == 0) {
+                buf.truncate(old + nul);
+                return Some(buf.into());
+            }
+            if n == 0 {
+                return None;
+            }
+            chunk *= 4;
+        }
+        // No terminator within the table (or the cap): use what there is.
+        Some(buf.into())
     }
 
-    fn display_name(&self, i: usize) -> &Arc<str> {
-        self.display[i].get_or_init(|| {
-            let raw = String::from_utf8_lossy(self.raw_name(i));
-            Arc::from(demangle(&raw, self.demangle).as_ref())
-        })
+    fn display_name(&self, i: usize) -> Option<&Arc<str>> {
+        let cell = &self.display[i];
+        if let Some(name) = cell.get() {
+            return Some(name);
+        }
+        let raw = self.raw_name(i)?;
+        let raw = String::from_utf8_lossy(&raw);
+        let name: Arc<str> = Arc::from(demangle(&raw, self.demangle).as_ref());
+        // A concurrent lookup may have set it first; either value is the same name.
+        Some(cell.get_or_init(|| name))
     }
 }
 
@@ -311,16 +390,50 @@ impl ElfSymbols {
 #[derive(Clone, Copy)]
 struct Candidate {
     addr: u64,
-    size: u64,
+    size: u32,
     name: u32,
     /// Higher wins among symbols at the same address.
     rank: u8,
 }
 
+/// Calls `f` on each symbol of the table at `offset..offset + size`, reading it in chunks (no
+/// table-sized buffer; big binaries have megabytes of symbols).
+fn for_each_symbol<Elf: FileHeader>(
+    file: &File,
+    offset: u64,
+    size: u64,
+    mut f: impl FnMut(&Elf::Sym),
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let entry = std::mem::size_of::<Elf::Sym>();
+    // u64 backing keeps the buffer aligned for the symbol structs.
+    let mut backing = vec![0u64; 64 * 1024 / 8];
+    let per_chunk = backing.len() * 8 / entry;
+    let count = size / entry as u64;
+    let mut done = 0u64;
+    while done < count {
+        let n = (count - done).min(per_chunk as u64) as usize;
+        let bytes = &mut bytemuck_bytes(&mut backing)[..n * entry];
+        file.read_exact_at(bytes, offset + done * entry as u64)?;
+        let syms = object::pod::slice_from_all_bytes::<Elf::Sym>(bytes)
+            .map_err(|_| std::io::Error::other("misaligned symbol buffer"))?;
+        syms.iter().for_each(&mut f);
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// The bytes of a `u64` buffer.
+fn bytemuck_bytes(v: &mut [u64]) -> &mut [u8] {
+    object::pod::bytes_of_slice_mut(v)
+}
+
 fn load<Elf: FileHeader<Endian = Endianness>>(
     data: &ReadCache<File>,
+    file: &File,
     path: &Path,
     demangle: Demangle,
+    inline: u64,
 ) -> Result<ElfSymbols, ElfError> {
     let header = Elf::parse(data).map_err(|e| malformed(path, e))?;
     let endian = header.endian().map_err(|e| malformed(path, e))?;
@@ -343,7 +456,8 @@ fn load<Elf: FileHeader<Endian = Endianness>>(
         .sections(endian, data)
         .map_err(|e| malformed(path, e))?;
     let file_len = data.len().unwrap_or(u64::MAX);
-    let mut arena: Vec<u8> = Vec::new();
+    let mut strtabs: Vec<StrTab> = Vec::new();
+    let mut next_base = 0u64;
     let mut candidates: Vec<Candidate> = Vec::new();
     for (sh_type, rank_base) in [(elf::SHT_SYMTAB, 1u8), (elf::SHT_DYNSYM, 0u8)] {
         let Some((_, section)) = sections
@@ -364,42 +478,56 @@ fn load<Elf: FileHeader<Endian = Endianness>>(
             tracing::debug!(path = %path.display(), sh_type, "symbol table larger than the file or cap, skipped");
             continue;
         }
-        let symbols = match section.data_as_array::<Elf::Sym, _>(endian, data) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "unreadable symbol table");
-                continue;
-            }
-        };
-        let strings = match strtab.data(endian, data) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "unreadable string table");
-                continue;
-            }
-        };
-        let Ok(base) = u32::try_from(arena.len()) else {
-            continue;
-        };
-        if u32::try_from(arena.len() + strings.len() + 1).is_err() {
+        let sym_offset: u64 = section.sh_offset(endian).into();
+        if section.sh_type(endian) == elf::SHT_NOBITS
+            || sym_offset.saturating_add(sym_size) > file_len
+        {
             continue;
         }
-        arena.extend_from_slice(strings);
-        // A string table should end in NUL; make sure the last name is terminated.
-        arena.push(0);
-        candidates.reserve(symbols.len());
-        for sym in symbols {
+        let str_offset: u64 = strtab.sh_offset(endian).into();
+        if strtab.sh_type(endian) != elf::SHT_STRTAB
+            || str_offset.saturating_add(str_size) > file_len
+        {
+            continue;
+        }
+        let Ok(base) = u32::try_from(next_base) else {
+            continue;
+        };
+        let Some(end) = u32::try_from(str_size)
+            .ok()
+            .and_then(|s| base.checked_add(s))
+        else {
+            continue;
+        };
+        next_base = u64::from(end) + 1;
+        let data = (str_size <= inline)
+            .then(|| {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; str_size as usize];
+                file.read_exact_at(&mut buf, str_offset).ok()?;
+                Some(buf.into_boxed_slice())
+            })
+            .flatten();
+        strtabs.push(StrTab {
+            base,
+            offset: str_offset,
+            size: str_size,
+            data,
+        });
+        let before = candidates.len();
+        let read = for_each_symbol::<Elf>(file, sym_offset, sym_size, |sym| {
             let st_type = sym.st_type();
             if st_type != elf::STT_FUNC && st_type != elf::STT_GNU_IFUNC {
-                continue;
+                return;
             }
             let addr: u64 = sym.st_value(endian).into();
             let name = sym.st_name(endian);
-            if addr == 0 || name == 0 || sym.st_shndx(endian) == elf::SHN_UNDEF {
-                continue;
-            }
-            if name as usize >= strings.len() {
-                continue;
+            if addr == 0
+                || name == 0
+                || u64::from(name) >= str_size
+                || sym.st_shndx(endian) == elf::SHN_UNDEF
+            {
+                return;
             }
             let binding = match sym.st_bind() {
                 elf::STB_GLOBAL => 2,
@@ -408,27 +536,37 @@ fn load<Elf: FileHeader<Endian = Endianness>>(
             };
             candidates.push(Candidate {
                 addr,
-                size: sym.st_size(endian).into(),
+                size: u32::try_from(sym.st_size(endian).into()).unwrap_or(u32::MAX),
                 name: base + name,
                 rank: binding * 2 + rank_base,
             });
+        });
+        if let Err(error) = read {
+            tracing::debug!(path = %path.display(), %error, "unreadable symbol table");
+            candidates.truncate(before);
+            strtabs.pop();
         }
     }
 
     // Same address: largest size first, then global over weak over local, .symtab over .dynsym.
-    candidates.sort_unstable_by(|a, b| {
-        a.addr
-            .cmp(&b.addr)
-            .then(b.size.cmp(&a.size))
-            .then(b.rank.cmp(&a.rank))
+    // (Sorting by the address alone and picking within runs is markedly faster than a compound
+    // comparison for the 10⁵–10⁶ symbols of big binaries.)
+    candidates.sort_unstable_by_key(|c| c.addr);
+    candidates.dedup_by(|later, kept| {
+        if later.addr != kept.addr {
+            return false;
+        }
+        if (later.size, later.rank) > (kept.size, kept.rank) {
+            std::mem::swap(later, kept);
+        }
+        true
     });
-    candidates.dedup_by_key(|c| c.addr);
 
     let addrs: Box<[u64]> = candidates.iter().map(|c| c.addr).collect();
     let entries: Box<[Entry]> = candidates
         .iter()
         .map(|c| Entry {
-            size: u32::try_from(c.size).unwrap_or(u32::MAX),
+            size: c.size,
             name: c.name,
         })
         .collect();
@@ -439,9 +577,69 @@ fn load<Elf: FileHeader<Endian = Endianness>>(
         addrs,
         entries,
         display,
-        arena: arena.into_boxed_slice(),
+        file: file.try_clone().map_err(|source| ElfError::Open {
+            path: path.to_owned(),
+            source,
+        })?,
+        strtabs: strtabs.into_boxed_slice(),
         segments: segments.into_boxed_slice(),
         build_id: None,
         demangle,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(path: &Path, inline: u64) -> ElfSymbols {
+        let file = File::open(path).unwrap();
+        ElfHeaders::read(file, path)
+            .unwrap()
+            .load_inline_up_to(Demangle::Full, inline)
+            .unwrap()
+    }
+
+    #[test]
+    fn names_read_lazily_equal_names_read_whole() {
+        let exe = std::env::current_exe().unwrap();
+        let whole = load_with(&exe, u64::MAX);
+        let lazy = load_with(&exe, 0);
+        assert!(whole.strtabs.iter().all(|t| t.data.is_some()));
+        assert!(lazy.strtabs.iter().all(|t| t.data.is_none()));
+        assert!(whole.len() > 1000, "{whole:?}");
+        assert_eq!(whole.len(), lazy.len());
+        for &addr in whole.addrs.iter() {
+            let (a, b) = (whole.lookup(addr), lazy.lookup(addr));
+            assert!(a.is_some_and(|n| !n.is_empty()), "{addr:#x}");
+            assert_eq!(a, b, "{addr:#x}");
+        }
+        // This very function is among them, demangled.
+        let me = names_read_lazily_equal_names_read_whole as fn() as usize as u64;
+        let found = whole.addrs.iter().any(|&a| {
+            whole
+                .lookup(a)
+                .is_some_and(|n| n.ends_with("names_read_lazily_equal_names_read_whole"))
+        });
+        assert!(found, "{me:#x}");
+    }
+
+    #[test]
+    fn file_truncated_after_load_gives_no_name_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy");
+        std::fs::copy(std::env::current_exe().unwrap(), &path).unwrap();
+        let lazy = load_with(&path, 0);
+        let addrs: Vec<u64> = lazy.addrs.iter().copied().take(50).collect();
+        assert!(lazy.lookup(addrs[0]).is_some());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        // The first name was stored; the others can no longer be read.
+        assert!(lazy.lookup(addrs[0]).is_some());
+        assert!(addrs[1..].iter().all(|&a| lazy.lookup(a).is_none()));
+    }
 }
