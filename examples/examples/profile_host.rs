@@ -1,0 +1,92 @@
+//! The README's main job: profile every process on this host with eBPF for a while (one
+//! `collect_interval`, 15 s, by default) and write one gzipped pprof and one SVG flame graph per
+//! process into a directory. No server needed.
+//!
+//! ```text
+//! # as root (eBPF needs it):
+//! cargo run --release -p pyro-examples --example profile_host -- --out profiles \
+//!     [--duration 15s] [--sample-rate 97]
+//! go tool pprof -top profiles/<service>.process_cpu.<time>-<n>.pb.gz
+//! ```
+//!
+//! The pipeline, as Alloy would write it: `discovery.process` → `discovery.relabel` (service
+//! name = executable name) → `pyroscope.ebpf` → a directory instead of `pyroscope.write`.
+
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+use pyro_discovery::process::{ProcessDiscoveryConfig, scan};
+use pyro_discovery::relabel::{RelabelConfig, RelabelRules, relabel_targets};
+use pyro_ebpf::{Collector, EbpfConfig};
+use pyro_examples::{Args, init_tracing};
+use pyro_file::FileSink;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    init_tracing();
+    let args = Args::from_env();
+    let out = args.value("--out").unwrap_or("profiles").to_owned();
+    let duration = args.duration("--duration", Duration::from_secs(15))?;
+    let sample_rate: u32 = args.value("--sample-rate").unwrap_or("97").parse()?;
+
+    // discovery.process + discovery.relabel: every process is a target, named after its
+    // executable (`/usr/bin/python3.11` → `python3.11`).
+    let rules = RelabelRules::new(&[RelabelConfig {
+        source_labels: vec!["__meta_process_exe".into()],
+        regex: ".*/(.*)".into(),
+        target_label: "service_name".into(),
+        ..RelabelConfig::default()
+    }])?;
+    let discovery = ProcessDiscoveryConfig::default();
+    let discover =
+        || -> Result<_, Box<dyn Error>> { Ok(relabel_targets(&rules, scan(&discovery)?)) };
+
+    // pyroscope.ebpf: load the BPF program on every CPU and match samples to the targets.
+    let config = EbpfConfig {
+        targets: discover()?,
+        sample_rate,
+        ..EbpfConfig::default()
+    };
+    let mut collector = Collector::new(&config)?;
+    eprintln!(
+        "profiling {} processes at {sample_rate} Hz for {duration:?}",
+        config.targets.len()
+    );
+
+    // Drain the kernel's samples every 100 ms; look for new processes every 5 s.
+    let start = Instant::now();
+    let (mut last_scan, mut last_report) = (start, start);
+    let mut samples = 0;
+    while start.elapsed() < duration {
+        std::thread::sleep(Duration::from_millis(100));
+        samples += collector.poll().samples;
+        if last_scan.elapsed() >= Duration::from_secs(5) {
+            collector.set_targets(&discover()?);
+            last_scan = Instant::now();
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "[{:>3}s/{}s] {samples} samples",
+                start.elapsed().as_secs(),
+                duration.as_secs()
+            );
+            last_report = Instant::now();
+        }
+    }
+
+    // One pprof per process, written as .pb.gz + .svg.
+    let sink = FileSink::new(&out)?;
+    let profiles = collector.collect();
+    for profile in &profiles {
+        let written = sink.write(profile)?;
+        println!(
+            "{}{}",
+            written.pprof.display(),
+            written
+                .svg
+                .map(|s| format!(" {}", s.display()))
+                .unwrap_or_default()
+        );
+    }
+    eprintln!("wrote {} profiles to {out}/", profiles.len());
+    Ok(())
+}
