@@ -341,6 +341,55 @@ impl Labels {
         });
     }
 
+    /// Sets every label of `other` on this set, replacing values of the same name (an empty
+    /// value in `other` removes the label, as [`Labels::set`] does). Equivalent to calling
+    /// [`Labels::set`] for each label of `other`, done as one merge of two sorted lists: one
+    /// allocation, no repeated searches — for copying many labels at once (enrichment, joins).
+    ///
+    /// ```
+    /// use pyro_core::Labels;
+    ///
+    /// let mut profile = Labels::from_iter([("__name__", "process_cpu"), ("pod", "old")]);
+    /// profile.merge(&Labels::from_iter([("namespace", "shop"), ("pod", "cart-1")]));
+    /// assert_eq!(
+    ///     profile,
+    ///     Labels::from_iter([("__name__", "process_cpu"), ("namespace", "shop"), ("pod", "cart-1")])
+    /// );
+    /// ```
+    pub fn merge(&mut self, other: &Labels) {
+        if other.is_empty() {
+            return;
+        }
+        // Take our labels by value when this set is their only holder, else copy them.
+        let own = Arc::try_unwrap(std::mem::take(&mut self.inner)).unwrap_or_else(|a| (*a).clone());
+        let mut out = Vec::with_capacity(own.len() + other.len());
+        let mut a = own.into_iter().peekable();
+        let mut b = other.iter().peekable();
+        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+            match x.name.cmp(&y.name) {
+                std::cmp::Ordering::Less => out.extend(a.next()),
+                std::cmp::Ordering::Greater => {
+                    out.extend(b.next().filter(|y| !y.value.is_empty()).cloned());
+                }
+                std::cmp::Ordering::Equal => {
+                    let (x, y) = (a.next(), b.next());
+                    if let (Some(mut x), Some(y)) = (x, y) {
+                        if y.value.is_empty() {
+                            continue;
+                        }
+                        if x.value != y.value {
+                            x.value.clone_from(&y.value);
+                        }
+                        out.push(x);
+                    }
+                }
+            }
+        }
+        out.extend(a);
+        out.extend(b.filter(|y| !y.value.is_empty()).cloned());
+        self.inner = Arc::new(out);
+    }
+
     /// Iterates over the labels in name order.
     pub fn iter(&self) -> std::slice::Iter<'_, Label> {
         self.inner.iter()
@@ -504,6 +553,36 @@ mod tests {
     }
 
     #[test]
+    fn merge_is_set_for_each_label() {
+        let base = Labels::from_iter([("a", "1"), ("c", "3"), ("e", "5")]);
+        let other =
+            Labels::try_from_pairs([("a", "x"), ("b", "2"), ("c", ""), ("f", "6")]).unwrap();
+        let mut expected = base.clone();
+        for l in &other {
+            expected.set(l.name.clone(), l.value.clone());
+        }
+        let mut shared = base.clone();
+        shared.merge(&other);
+        assert_eq!(shared, expected);
+        assert_eq!(
+            base.get("a"),
+            Some("1"),
+            "a shared set is copied, not changed"
+        );
+        let mut unique = Labels::from_iter([("a", "1"), ("c", "3"), ("e", "5")]);
+        unique.merge(&other);
+        assert_eq!(unique, expected);
+        let mut empty = Labels::new();
+        empty.merge(&other);
+        assert_eq!(
+            empty,
+            Labels::from_iter([("a", "x"), ("b", "2"), ("f", "6")])
+        );
+        unique.merge(&Labels::new());
+        assert_eq!(unique, expected);
+    }
+
+    #[test]
     fn drop_reserved_keeps_name_and_delta() {
         let mut l = Labels::from_iter([
             ("__name__", "x"),
@@ -640,6 +719,20 @@ mod tests {
             let mut l = valid();
             for i in 0..n { l.set(format!("k{i}"), "v"); }
             prop_assert_eq!(l.validate().is_ok(), n + 2 <= 30);
+        }
+
+        #[test]
+        fn merge_equals_repeated_set(
+            a in proptest::collection::vec((name_strategy(), "[a-z]{1,3}"), 0..12),
+            b in proptest::collection::btree_map(name_strategy(), "[a-z]{0,3}", 0..12),
+        ) {
+            let base = Labels::from_iter(a);
+            let other = Labels::try_from_pairs(b).unwrap();
+            let mut expected = base.clone();
+            for l in &other { expected.set(l.name.clone(), l.value.clone()); }
+            let mut merged = base.clone();
+            merged.merge(&other);
+            prop_assert_eq!(merged, expected);
         }
 
         #[test]
