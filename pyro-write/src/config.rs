@@ -70,14 +70,18 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
-/// Request body compression.
+/// Request body compression (`Content-Encoding` of the push request).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Compression {
-    /// `Content-Encoding: gzip` (the only compressor Pyroscope accepts), fastest level.
+    /// Gzip the body unless the pprof payload in it is already gzip-compressed (as pprof files
+    /// usually are): compressing it again saves almost nothing and costs about two thirds of the
+    /// push throughput (see `BENCHMARKS.md`).
     #[default]
+    Auto,
+    /// Always `Content-Encoding: gzip` (the only compressor Pyroscope accepts), fastest level.
     Gzip,
-    /// No compression. Cheaper on CPU when the pprof payloads are already gzip-compressed.
+    /// Never compress.
     None,
 }
 
@@ -193,7 +197,7 @@ pub struct EndpointConfig {
     pub retry: RetryPolicy,
     /// Memory bound and concurrency.
     pub queue: QueueConfig,
-    /// Request body compression. Default gzip.
+    /// Request body compression. Default [`Compression::Auto`].
     pub compression: Compression,
 }
 

@@ -155,9 +155,6 @@ impl PushSink {
             USER_AGENT,
             HeaderValue::from_static(concat!("pyro-write/", env!("CARGO_PKG_VERSION"))),
         );
-        if config.compression == Compression::Gzip {
-            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
 
         let conflict = |message: &str| ConfigError::Conflict {
             endpoint: name.clone(),
@@ -244,23 +241,30 @@ impl PushSink {
         &self.uri
     }
 
-    /// Encodes (and compresses, per the configuration) the request body for `profile`.
+    /// Whether the body for `profile` is gzip-compressed under this sink's configuration.
+    pub fn compresses(&self, profile: &Profile) -> bool {
+        match self.compression {
+            Compression::Gzip => true,
+            Compression::None => false,
+            Compression::Auto => !profile.is_gzipped(),
+        }
+    }
+
+    /// Encodes the request body for `profile`, gzip-compressed when
+    /// [`compresses`](Self::compresses) says so.
     pub fn encode_body(&self, profile: &Profile) -> Bytes {
         let plain = push_request(profile).encode_to_vec();
-        match self.compression {
-            Compression::None => Bytes::from(plain),
-            Compression::Gzip => {
-                let mut gz = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(plain.len() / 2 + 64),
-                    flate2::Compression::fast(),
-                );
-                // Writing into a Vec cannot fail.
-                let out = gz.write_all(&plain).and_then(|()| gz.finish());
-                match out {
-                    Ok(v) => Bytes::from(v),
-                    Err(_) => Bytes::from(plain),
-                }
-            }
+        if !self.compresses(profile) {
+            return Bytes::from(plain);
+        }
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(plain.len() / 2 + 64),
+            flate2::Compression::fast(),
+        );
+        match gz.write_all(&plain).and_then(|()| gz.finish()) {
+            Ok(v) => Bytes::from(v),
+            // Writing into a Vec cannot fail; should it, send the body uncompressed.
+            Err(_) => Bytes::from(plain),
         }
     }
 
@@ -274,7 +278,7 @@ impl PushSink {
             })
     }
 
-    fn request(&self, body: Bytes) -> Result<Request<Full<Bytes>>, PushError> {
+    fn request(&self, body: Bytes, gzip: bool) -> Result<Request<Full<Bytes>>, PushError> {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
@@ -284,6 +288,10 @@ impl PushSink {
                 source,
             })?;
         *req.headers_mut() = self.headers.clone();
+        if gzip {
+            req.headers_mut()
+                .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
         let auth = match &self.file_auth {
             FileAuth::None => None,
             FileAuth::Basic { username, path } => Some(basic(username, &self.read_secret(path)?)),
@@ -302,7 +310,7 @@ impl PushSink {
 
     /// Makes one push attempt.
     pub async fn push(&self, profile: &Profile) -> Result<(), PushError> {
-        let req = self.request(self.encode_body(profile))?;
+        let req = self.request(self.encode_body(profile), self.compresses(profile))?;
         let attempt = async {
             let resp = self
                 .client
@@ -423,7 +431,6 @@ mod tests {
         assert_eq!(s.headers[TENANT_HEADER], "t1");
         assert_eq!(s.headers["connect-protocol-version"], "1");
         assert_eq!(s.headers[CONTENT_TYPE], "application/proto");
-        assert_eq!(s.headers[CONTENT_ENCODING], "gzip");
         assert_eq!(s.headers["x-extra"], "v");
 
         for bad in ["localhost:4040", "ftp://x", "http://", "http://x/?a=b"] {
@@ -463,10 +470,10 @@ mod tests {
         let mut c = EndpointConfig::new("http://x");
         c.bearer_token_file = Some(path.clone());
         let s = PushSink::new(&c).unwrap();
-        let req = s.request(Bytes::new()).unwrap();
+        let req = s.request(Bytes::new(), false).unwrap();
         assert_eq!(req.headers()[AUTHORIZATION], "Bearer tok123");
         std::fs::remove_file(&path).unwrap();
-        let e = s.request(Bytes::new()).unwrap_err();
+        let e = s.request(Bytes::new(), false).unwrap_err();
         assert!(matches!(e, PushError::Credentials { .. }));
         assert!(e.is_retryable());
     }

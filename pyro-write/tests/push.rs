@@ -11,7 +11,8 @@ use common::*;
 use prometheus_client::registry::Registry;
 use pyro_core::{AppendError, AppendErrorKind, DynReceiver, Labels, Profile, Receiver};
 use pyro_write::{
-    AppendMode, BasicAuth, EndpointConfig, PUSH_PATH, WriteMetrics, Writer, WriterConfig,
+    AppendMode, BasicAuth, Compression, EndpointConfig, PUSH_PATH, WriteMetrics, Writer,
+    WriterConfig,
 };
 
 fn endpoint(url: &str) -> EndpointConfig {
@@ -31,6 +32,7 @@ async fn body_is_a_push_request_protoc_and_go_pprof_can_read() {
         password_file: None,
     });
     ep.headers.insert("X-Extra".into(), "yes".into());
+    ep.compression = Compression::Gzip;
     let mut config = WriterConfig::default();
     config
         .external_labels
@@ -213,6 +215,29 @@ async fn secrets_stay_out_of_debug_and_errors() {
     writer.shutdown(Duration::from_secs(5)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_compression_gzips_only_plain_payloads() {
+    let server = TestServer::ok().await;
+    let mut config = WriterConfig::default();
+    config.endpoints.push(endpoint(&server.url()));
+    config.append_mode = AppendMode::WaitForDelivery;
+    let writer = Writer::new(config, WriteMetrics::default()).unwrap();
+
+    let gzipped = profile("svc", "gz");
+    let plain_pprof = pyro_core::pprof::gunzip_capped(&gzipped.raw, 1 << 20).unwrap();
+    let plain = Profile::new(gzipped.labels.clone(), plain_pprof.clone()).with_id("plain");
+    writer.append(gzipped.clone()).await.unwrap();
+    writer.append(plain).await.unwrap();
+
+    let reqs = server.captured();
+    assert!(reqs[0].headers.get("content-encoding").is_none());
+    assert_eq!(reqs[0].single().1, gzipped.raw);
+    assert_eq!(reqs[1].headers["content-encoding"], "gzip");
+    assert_eq!(&reqs[1].body[..2], b"\x1f\x8b");
+    assert_eq!(reqs[1].single().1, plain_pprof);
+    writer.shutdown(Duration::from_secs(5)).await;
+}
+
 /// Collects what the pyro-receive server forwards.
 #[derive(Debug, Default)]
 struct Collect(Mutex<Vec<Profile>>);
@@ -247,6 +272,12 @@ async fn round_trip_through_pyro_receive() {
     let mut sent = Vec::new();
     for i in 0..5 {
         let mut p = profile(&format!("svc-{i}"), &format!("id-{i}"));
+        if i % 2 == 1 {
+            // A plain payload: the request body is gzipped instead.
+            p.raw = pyro_core::pprof::gunzip_capped(&p.raw, 1 << 20)
+                .unwrap()
+                .into();
+        }
         p.labels.set("region", "eu");
         p.labels.set("__delta__", "false");
         sent.push(p.clone());
