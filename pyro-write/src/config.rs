@@ -273,6 +273,12 @@ pub struct WriterConfig {
     pub endpoints: Vec<EndpointConfig>,
     /// When `append` returns.
     pub append_mode: AppendMode,
+    /// Decode every pprof payload and check it ([`pyro_core::pprof::check_valid`]) before
+    /// queueing it; a broken one is refused with [`AppendError::InvalidProfile`](pyro_core::AppendError)
+    /// instead of being sent. Pyroscope answers a malformed payload with `unknown` (HTTP 500),
+    /// which is retried, so without this check a broken profile is sent
+    /// `max_backoff_retries + 1` times. Costs a gunzip and a decode per profile. Default `false`.
+    pub check_profiles: bool,
 }
 
 #[cfg(test)]

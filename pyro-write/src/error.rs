@@ -318,6 +318,8 @@ pub enum ConfigError {
 pub enum DropReason {
     /// Its labels break a Pyroscope rule (it was sent nowhere).
     InvalidLabels,
+    /// Its pprof payload is broken (with [`WriterConfig::check_profiles`](crate::WriterConfig)).
+    InvalidProfile,
     /// The endpoint's queue stayed full.
     QueueFull,
     /// The profile alone is larger than the endpoint's whole queue.
@@ -335,6 +337,7 @@ impl DropReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidLabels => "invalid_labels",
+            Self::InvalidProfile => "invalid_profile",
             Self::QueueFull => "queue_full",
             Self::TooLarge => "too_large",
             Self::Rejected => "rejected",
@@ -390,7 +393,9 @@ impl From<DeliveryError> for pyro_core::AppendError {
     fn from(e: DeliveryError) -> Self {
         use pyro_core::AppendError;
         match e.reason {
-            DropReason::InvalidLabels | DropReason::TooLarge => AppendError::invalid_profile(e),
+            DropReason::InvalidLabels | DropReason::InvalidProfile | DropReason::TooLarge => {
+                AppendError::invalid_profile(e)
+            }
             DropReason::QueueFull => AppendError::ResourceExhausted(Box::new(e)),
             DropReason::Shutdown => AppendError::Shutdown,
             DropReason::RetriesExhausted => match e.code() {

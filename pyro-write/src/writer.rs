@@ -1,7 +1,6 @@
 //! [`Writer`]: the `Receiver` that applies the label policy and feeds one bounded queue per
 //! endpoint, each drained by its own worker that retries on its own.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -88,8 +87,8 @@ pub struct Writer {
     closed: AtomicBool,
     shutdown: watch::Sender<Option<tokio::time::Instant>>,
     workers: Mutex<Vec<JoinHandle<bool>>>,
-    invalid_profiles: Counter,
-    invalid_bytes: Counter,
+    check_profiles: bool,
+    metrics: WriteMetrics,
 }
 
 impl fmt::Debug for Writer {
@@ -487,7 +486,17 @@ impl Writer {
     /// A writer for `config`'s endpoints (one [`PushSink`] each). Must be called inside a tokio
     /// runtime.
     pub fn new(config: WriterConfig, metrics: WriteMetrics) -> Result<Self, ConfigError> {
-        let sinks = config
+        Self::with_sinks(config, Vec::new(), metrics)
+    }
+
+    /// A writer for `config`'s endpoints plus any other sinks (a custom transport, a test
+    /// double), each with its own queue and retry policy. Must be called inside a tokio runtime.
+    pub fn with_sinks(
+        config: WriterConfig,
+        extra_sinks: Vec<SinkSpec>,
+        metrics: WriteMetrics,
+    ) -> Result<Self, ConfigError> {
+        let mut sinks = config
             .endpoints
             .iter()
             .map(|e| {
@@ -498,16 +507,9 @@ impl Writer {
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        Self::from_sinks(config.external_labels, config.append_mode, sinks, metrics)
-    }
-
-    /// A writer over any sinks (a [`PushSink`], a test double, a custom transport).
-    pub fn from_sinks(
-        external_labels: BTreeMap<String, String>,
-        mode: AppendMode,
-        sinks: Vec<SinkSpec>,
-        metrics: WriteMetrics,
-    ) -> Result<Self, ConfigError> {
+        sinks.extend(extra_sinks);
+        let external_labels = config.external_labels;
+        let mode = config.append_mode;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         for (name, value) in &external_labels {
             let probe = Labels::from_iter([("__name__", "probe"), (name.as_str(), value.as_str())]);
@@ -586,10 +588,6 @@ impl Writer {
                 tx,
             });
         }
-        let invalid = DropLabels {
-            endpoint: "-".into(),
-            reason: DropReason::InvalidLabels.as_str().into(),
-        };
         Ok(Self {
             external_labels: external_labels.into_iter().collect(),
             endpoints,
@@ -597,9 +595,22 @@ impl Writer {
             closed: AtomicBool::new(false),
             shutdown,
             workers: Mutex::new(workers),
-            invalid_profiles: metrics.dropped_profiles.get_or_create(&invalid).clone(),
-            invalid_bytes: metrics.dropped_bytes.get_or_create(&invalid).clone(),
+            check_profiles: config.check_profiles,
+            metrics,
         })
+    }
+
+    /// Counts a profile refused before any endpoint.
+    fn refuse(&self, reason: DropReason, bytes: usize) {
+        let labels = DropLabels {
+            endpoint: "-".into(),
+            reason: reason.as_str().into(),
+        };
+        self.metrics.dropped_profiles.get_or_create(&labels).inc();
+        self.metrics
+            .dropped_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes as u64);
     }
 
     /// Applies the label policy: drop `__` labels except `__name__`/`__delta__`, set external
@@ -646,12 +657,21 @@ impl Receiver for Writer {
         profile.labels = match self.prepare_labels(std::mem::take(&mut profile.labels)) {
             Ok(l) => l,
             Err(e) => {
-                self.invalid_profiles.inc();
-                self.invalid_bytes.inc_by(profile.raw.len() as u64);
+                self.refuse(DropReason::InvalidLabels, profile.raw.len());
                 tracing::debug!(error = %e, "profile refused: invalid labels");
                 return Err(AppendError::InvalidLabels(e));
             }
         };
+        if self.check_profiles {
+            let checked =
+                pyro_core::pprof::decode(&profile.raw, pyro_core::pprof::DEFAULT_MAX_DECODED_SIZE)
+                    .and_then(|p| pyro_core::pprof::check_valid(&p));
+            if let Err(e) = checked {
+                self.refuse(DropReason::InvalidProfile, profile.raw.len());
+                tracing::debug!(labels = %profile.labels, error = %e, "profile refused: invalid pprof");
+                return Err(AppendError::invalid_profile(e));
+            }
+        }
         let wait = self.mode == AppendMode::WaitForDelivery;
         let queued = match self.endpoints.as_slice() {
             [] => return Ok(()),

@@ -499,3 +499,85 @@ async fn memory_stays_bounded_while_an_endpoint_is_down() {
     );
     assert!(!w.shutdown(Duration::from_millis(100)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_pprof_is_refused_before_sending_when_checked() {
+    let server = TestServer::ok().await;
+    let mut registry = Registry::default();
+    let config = WriterConfig {
+        endpoints: vec![endpoint(&server.url())],
+        append_mode: AppendMode::WaitForDelivery,
+        check_profiles: true,
+        ..WriterConfig::default()
+    };
+    let w = Writer::new(config, WriteMetrics::register(&mut registry)).unwrap();
+    let mut broken = profile("svc", "broken");
+    broken.raw = bytes::Bytes::from_static(b"\x1f\x8b\x08\x00garbage");
+    let err = w.append(broken).await.unwrap_err();
+    assert!(matches!(err, AppendError::InvalidProfile(_)), "{err}");
+    w.append(profile("svc", "good")).await.unwrap();
+    let ids: Vec<_> = server.captured().iter().map(|c| c.single().2).collect();
+    assert_eq!(ids, ["good"]);
+    assert_eq!(
+        metric(
+            &registry,
+            r#"pyroscope_write_dropped_profiles_total{endpoint="-",reason="invalid_profile"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+/// A sink that fails (retryably) a given number of times, then accepts.
+#[derive(Debug)]
+struct Flaky {
+    failures_left: std::sync::atomic::AtomicU32,
+    accepted: std::sync::atomic::AtomicU32,
+}
+
+#[pyro_core::async_trait]
+impl pyro_core::Sink for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    async fn send(&self, _: &pyro_core::Profile) -> Result<(), pyro_core::SinkError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .failures_left
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(pyro_core::SinkError::retryable("flaky", "not yet"));
+        }
+        self.accepted.fetch_add(1, SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_sink_gets_the_same_retry_policy() {
+    let flaky = Arc::new(Flaky {
+        failures_left: 3.into(),
+        accepted: 0.into(),
+    });
+    let mut registry = Registry::default();
+    let spec = pyro_write::SinkSpec {
+        sink: flaky.clone(),
+        retry: fast_retry(),
+        queue: QueueConfig::default(),
+    };
+    let config = WriterConfig {
+        append_mode: AppendMode::WaitForDelivery,
+        ..WriterConfig::default()
+    };
+    let w = Writer::with_sinks(config, vec![spec], WriteMetrics::register(&mut registry)).unwrap();
+    w.append(profile("svc", "x")).await.unwrap();
+    assert_eq!(flaky.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        metric(
+            &registry,
+            r#"pyroscope_write_retries_total{endpoint="flaky"}"#
+        ),
+        Some(3.0)
+    );
+}
