@@ -238,6 +238,27 @@ async fn auto_compression_gzips_only_plain_payloads() {
     writer.shutdown(Duration::from_secs(5)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_pooled_and_kept_alive() {
+    let server = TestServer::ok().await;
+    let mut config = WriterConfig::default();
+    config.endpoints.push(endpoint(&server.url()));
+    config.append_mode = AppendMode::WaitForDelivery;
+    let writer = Writer::new(config, WriteMetrics::default()).unwrap();
+    for i in 0..20 {
+        writer.append(profile("svc", &i.to_string())).await.unwrap();
+    }
+    assert_eq!(server.count(), 20);
+    assert_eq!(
+        server
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one connection for 20 sequential pushes"
+    );
+    writer.shutdown(Duration::from_secs(5)).await;
+}
+
 /// Collects what the pyro-receive server forwards.
 #[derive(Debug, Default)]
 struct Collect(Mutex<Vec<Profile>>);

@@ -115,6 +115,8 @@ pub type Handler = Arc<dyn Fn(usize, &Captured) -> Reply + Send + Sync>;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Captured>>>,
+    /// TCP connections accepted.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -145,11 +147,14 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<Captured>>> = Arc::default();
         let reqs = requests.clone();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let conns = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                conns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let reqs = reqs.clone();
                 let handler = handler.clone();
                 tokio::spawn(async move {
@@ -196,6 +201,7 @@ impl TestServer {
         Self {
             addr,
             requests,
+            connections,
             task,
         }
     }
