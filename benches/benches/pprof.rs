@@ -27,7 +27,11 @@ fn codec(c: &mut Criterion) {
 fn builder(c: &mut Criterion) {
     // 10 000 samples over 1 000 distinct 20-frame stacks, as one collection round of a busy host.
     let stacks: Vec<Vec<String>> = (0..1000)
-        .map(|s| (0..20).map(|d| format!("fn_{}", (s * 31 + d * 7) % 500)).collect())
+        .map(|s| {
+            (0..20)
+                .map(|d| format!("fn_{}", (s * 31 + d * 7) % 500))
+                .collect()
+        })
         .collect();
     let mut g = c.benchmark_group("profile_builder");
     g.throughput(Throughput::Elements(10_000));
