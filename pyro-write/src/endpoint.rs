@@ -150,6 +150,12 @@ impl PushSink {
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/proto"));
         headers.insert("connect-protocol-version", HeaderValue::from_static("1"));
+        // The server may stop working on a push the client has given up on.
+        let timeout_ms = config.remote_timeout.as_millis().clamp(1, 9_999_999_999);
+        headers.insert(
+            "connect-timeout-ms",
+            header_value(&name, "connect-timeout-ms", &timeout_ms.to_string())?,
+        );
         headers.insert("accept-encoding", HeaderValue::from_static("gzip"));
         headers.insert(
             USER_AGENT,
@@ -321,14 +327,19 @@ impl PushSink {
                     source,
                 })?;
             let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_ERROR_BODY)
-                .collect()
-                .await
-                .map_err(|source| PushError::Response {
-                    endpoint: self.name.clone(),
-                    source,
-                })?
-                .to_bytes();
+            let body = Limited::new(body, MAX_ERROR_BODY).collect().await;
+            let body = match body {
+                Ok(b) => b.to_bytes(),
+                // The push was accepted; an odd response body does not make it fail (a retry
+                // would store the profile twice).
+                Err(_) if parts.status == http::StatusCode::OK => Bytes::new(),
+                Err(source) => {
+                    return Err(PushError::Response {
+                        endpoint: self.name.clone(),
+                        source,
+                    });
+                }
+            };
             Ok::<_, PushError>((parts, body))
         };
         let (parts, body) = tokio::time::timeout(self.timeout, attempt)
@@ -430,6 +441,7 @@ mod tests {
         );
         assert_eq!(s.headers[TENANT_HEADER], "t1");
         assert_eq!(s.headers["connect-protocol-version"], "1");
+        assert_eq!(s.headers["connect-timeout-ms"], "10000");
         assert_eq!(s.headers[CONTENT_TYPE], "application/proto");
         assert_eq!(s.headers["x-extra"], "v");
 
