@@ -360,34 +360,16 @@ impl Labels {
         if other.is_empty() {
             return;
         }
-        // Take our labels by value when this set is their only holder, else copy them.
-        let own = Arc::try_unwrap(std::mem::take(&mut self.inner)).unwrap_or_else(|a| (*a).clone());
-        let mut out = Vec::with_capacity(own.len() + other.len());
-        let mut a = own.into_iter().peekable();
-        let mut b = other.iter().peekable();
-        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-            match x.name.cmp(&y.name) {
-                std::cmp::Ordering::Less => out.extend(a.next()),
-                std::cmp::Ordering::Greater => {
-                    out.extend(b.next().filter(|y| !y.value.is_empty()).cloned());
-                }
-                std::cmp::Ordering::Equal => {
-                    let (x, y) = (a.next(), b.next());
-                    if let (Some(mut x), Some(y)) = (x, y) {
-                        if y.value.is_empty() {
-                            continue;
-                        }
-                        if x.value != y.value {
-                            x.value.clone_from(&y.value);
-                        }
-                        out.push(x);
-                    }
-                }
-            }
+        // Take our labels by value when this set is their only holder, else copy them (once,
+        // straight into the result).
+        let out = match Arc::get_mut(&mut self.inner) {
+            Some(own) => merge_sorted(std::mem::take(own).into_iter(), other),
+            None => merge_sorted(self.inner.iter().cloned(), other),
+        };
+        match Arc::get_mut(&mut self.inner) {
+            Some(own) => *own = out,
+            None => self.inner = Arc::new(out),
         }
-        out.extend(a);
-        out.extend(b.filter(|y| !y.value.is_empty()).cloned());
-        self.inner = Arc::new(out);
     }
 
     /// Iterates over the labels in name order.
@@ -483,6 +465,36 @@ impl Labels {
         }
         Ok(())
     }
+}
+
+/// Merges sorted `own` with sorted `other`, `other` winning on equal names and its empty values
+/// removing labels.
+fn merge_sorted(own: impl ExactSizeIterator<Item = Label>, other: &Labels) -> Vec<Label> {
+    let mut out = Vec::with_capacity(own.len() + other.len());
+    let mut a = own.peekable();
+    let mut b = other.iter().peekable();
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        match x.name.cmp(&y.name) {
+            std::cmp::Ordering::Less => out.extend(a.next()),
+            std::cmp::Ordering::Greater => {
+                out.extend(b.next().filter(|y| !y.value.is_empty()).cloned());
+            }
+            std::cmp::Ordering::Equal => {
+                if let (Some(mut x), Some(y)) = (a.next(), b.next()) {
+                    if y.value.is_empty() {
+                        continue;
+                    }
+                    if x.value != y.value {
+                        x.value.clone_from(&y.value);
+                    }
+                    out.push(x);
+                }
+            }
+        }
+    }
+    out.extend(a);
+    out.extend(b.filter(|y| !y.value.is_empty()).cloned());
+    out
 }
 
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Labels {
