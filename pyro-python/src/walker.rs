@@ -1,0 +1,439 @@
+//! The reference walker: reads a thread's Python frames through [`Memory`] with exactly the
+//! offsets, bounds and steps the BPF walker uses, so that porting it to BPF is a transcription
+//! and tests can check the algorithm on live processes.
+//!
+//! Per sample (BPF) or per thread (here):
+//!
+//! 1. **Thread state**: `key = Py_tss_t._key` at [`PyProcConfig::tss_key_addr`] (its
+//!    `_is_initialized` must be non-zero); `tstate = *(tp + tls_key0_data + 16 * key)` where `tp`
+//!    is the thread pointer (`task->thread.fsbase` in BPF; `PyThreadState.thread_id` here, which
+//!    glibc sets to the same value).
+//! 2. **Top frame**: [`FrameModel::FrameObject`]: `*(tstate + tstate_frame)`;
+//!    [`FrameModel::CFrame`]: `*(*(tstate + tstate_frame) + cframe_current_frame)`;
+//!    [`FrameModel::Direct`]: `*(tstate + tstate_frame)`.
+//! 3. **Frames**, at most [`MAX_PYTHON_FRAMES`] steps (shim frames count): on 3.12+ a frame whose
+//!    `owner` is `FRAME_OWNED_BY_CSTACK` is skipped; `code = *(frame + frame_code)` must have
+//!    `ob_type == PyCode_Type`, else the frame is [`PyFrame::Unknown`]; then `co_name`,
+//!    `co_qualname` (3.11+) and `co_filename` are read as strings; `frame = *(frame +
+//!    frame_back)`. A stack still going after the bound is marked truncated.
+//! 4. **Strings**: the object must have `ob_type == PyUnicode_Type` and be compact; the
+//!    characters start at `sizeof(PyASCIIObject)` (ASCII) or `sizeof(PyCompactUnicodeObject)`;
+//!    at most [`MAX_NAME_BYTES`] are read of a name from its start and [`MAX_FILE_BYTES`] of a
+//!    file name from its **end** (the base name is what the profile shows).
+//! 5. **Class, before 3.11** (as pyperf): when the first argument is named `self`, the class is
+//!    `type(localsplus[0]).tp_name`; when `cls`, `localsplus[0].tp_name` (at most
+//!    [`MAX_CLASS_BYTES`]). From 3.11 `co_qualname` carries the class (`Class.method`).
+
+use crate::detect::{self, DetectError, PythonProcess};
+use crate::layout::{
+    FrameModel, MAX_CLASS_BYTES, MAX_FILE_BYTES, MAX_NAME_BYTES, MAX_PYTHON_FRAMES, NONE,
+    PyProcConfig, STATE_ASCII_BIT, STATE_COMPACT_BIT, STATE_KIND_MASK, STATE_KIND_SHIFT,
+};
+use crate::mem::{MemError, Memory, ProcMem};
+
+/// The frame name the legacy engine uses for a frame that could not be read.
+pub const UNKNOWN_FRAME: &str = "pyperf_unknown";
+
+/// Why a frame or a stack could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// A memory read failed.
+    #[error(transparent)]
+    Memory(#[from] MemError),
+    /// The thread-state key is not initialised.
+    #[error("thread state key not initialised")]
+    KeyNotInitialised,
+    /// The config's frame model is unknown.
+    #[error("unknown frame model {0}")]
+    BadFrameModel(u8),
+    /// The frame's code object is not a `PyCode_Type` object.
+    #[error("object at {addr:#x} is not a code object")]
+    NotCode {
+        /// The object.
+        addr: u64,
+    },
+    /// A name is not a `str`.
+    #[error("object at {addr:#x} is not a str")]
+    NotString {
+        /// The object.
+        addr: u64,
+    },
+    /// A `str` that is not compact (legacy, pre-3.12 `PyUnicode_FromUnicode` strings).
+    #[error("str at {addr:#x} is not compact")]
+    NotCompact {
+        /// The object.
+        addr: u64,
+    },
+    /// A `str` whose kind is not 1, 2 or 4, or whose length is negative.
+    #[error("str at {addr:#x} has a bad header (kind {kind}, length {length})")]
+    BadString {
+        /// The object.
+        addr: u64,
+        /// Its kind bits.
+        kind: u32,
+        /// Its length.
+        length: i64,
+    },
+}
+
+/// What one Python frame runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PySymbol {
+    /// `co_filename`, possibly only its last [`MAX_FILE_BYTES`] bytes.
+    pub file: String,
+    /// `co_name`.
+    pub name: String,
+    /// `co_qualname` (3.11+).
+    pub qualname: Option<String>,
+    /// Class from the `self` / `cls` argument (before 3.11).
+    pub class: Option<String>,
+}
+
+impl PySymbol {
+    /// The function as profiles show it: `co_qualname` when the version has one, else
+    /// `Class.name` when the class is known, else `name`.
+    pub fn function(&self) -> String {
+        match (&self.qualname, &self.class) {
+            (Some(q), _) => q.clone(),
+            (None, Some(c)) => format!("{c}.{}", self.name),
+            (None, None) => self.name.clone(),
+        }
+    }
+
+    /// The file's base name.
+    pub fn file_base_name(&self) -> &str {
+        match self.file.rfind('/') {
+            Some(i) if i + 1 < self.file.len() => &self.file[i + 1..],
+            _ => &self.file,
+        }
+    }
+
+    /// The frame name of the legacy engine: `"<file base name> <function>"`, e.g.
+    /// `"work.py Shape.area"`.
+    pub fn legacy_name(&self) -> String {
+        format!("{} {}", self.file_base_name(), self.function())
+    }
+
+    /// Whether the legacy engine drops this frame (3.12's `_Py_InitCleanup` shim, named
+    /// `__init__` in file `__init__`).
+    pub fn is_shim(&self) -> bool {
+        self.class.is_none() && self.file == "__init__" && self.name == "__init__"
+    }
+}
+
+/// One Python frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PyFrame {
+    /// A frame that was read.
+    Symbol(PySymbol),
+    /// A frame that could not be read (shown as [`UNKNOWN_FRAME`]).
+    Unknown,
+}
+
+impl PyFrame {
+    /// The legacy engine's name for the frame.
+    pub fn legacy_name(&self) -> String {
+        match self {
+            PyFrame::Symbol(s) => s.legacy_name(),
+            PyFrame::Unknown => UNKNOWN_FRAME.to_string(),
+        }
+    }
+}
+
+/// A thread's Python stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PyStack {
+    /// Frames, leaf first.
+    pub frames: Vec<PyFrame>,
+    /// The walk stopped at [`MAX_PYTHON_FRAMES`] with frames left.
+    pub truncated: bool,
+    /// Frames that could not be read (also present as [`PyFrame::Unknown`]).
+    pub errors: u32,
+}
+
+/// `tstate` of the thread whose thread pointer is `tp`, by the pthread key (step 1).
+pub fn thread_state_from_tls(
+    mem: &dyn Memory,
+    cfg: &PyProcConfig,
+    tp: u64,
+) -> Result<u64, WalkError> {
+    let key = detect::read_tss_key(mem, &cfg.offsets, cfg.tss_key_addr)?
+        .ok_or(WalkError::KeyNotInitialised)?;
+    Ok(mem.read_u64(
+        tp.wrapping_add(cfg.tls_key0_data)
+            .wrapping_add(16 * u64::from(key)),
+    )?)
+}
+
+/// The top frame of `tstate` (step 2); 0 when the thread runs no Python code.
+pub fn top_frame(mem: &dyn Memory, cfg: &PyProcConfig, tstate: u64) -> Result<u64, WalkError> {
+    let o = &cfg.offsets;
+    let model = cfg
+        .frame_model()
+        .ok_or(WalkError::BadFrameModel(o.frame_model))?;
+    let first = mem.read_u64(tstate + u64::from(o.tstate_frame))?;
+    Ok(match model {
+        FrameModel::FrameObject | FrameModel::Direct => first,
+        FrameModel::CFrame if first == 0 => 0,
+        FrameModel::CFrame => mem.read_u64(first + u64::from(o.cframe_current_frame))?,
+    })
+}
+
+/// Walks the frames of `tstate` (steps 2–5).
+pub fn walk_thread(
+    mem: &dyn Memory,
+    cfg: &PyProcConfig,
+    tstate: u64,
+) -> Result<PyStack, WalkError> {
+    let o = &cfg.offsets;
+    let mut frame = top_frame(mem, cfg, tstate)?;
+    let mut stack = PyStack {
+        frames: Vec::new(),
+        truncated: false,
+        errors: 0,
+    };
+    for _ in 0..MAX_PYTHON_FRAMES {
+        if frame == 0 {
+            return Ok(stack);
+        }
+        let back = mem.read_u64(frame + u64::from(o.frame_back))?;
+        if o.frame_owner != NONE && o.owner_cstack != 0xff {
+            let owner = mem.read_u8(frame + u64::from(o.frame_owner))?;
+            if owner == o.owner_cstack {
+                frame = back;
+                continue;
+            }
+        }
+        match read_frame(mem, cfg, frame) {
+            Ok(sym) if sym.is_shim() => {}
+            Ok(sym) => stack.frames.push(PyFrame::Symbol(sym)),
+            Err(e) => {
+                tracing::trace!(frame, error = %e, "python frame not read");
+                stack.errors += 1;
+                stack.frames.push(PyFrame::Unknown);
+            }
+        }
+        frame = back;
+    }
+    stack.truncated = frame != 0;
+    Ok(stack)
+}
+
+/// Reads the symbol of one frame (steps 3–5).
+pub fn read_frame(mem: &dyn Memory, cfg: &PyProcConfig, frame: u64) -> Result<PySymbol, WalkError> {
+    let o = &cfg.offsets;
+    let code = mem.read_u64(frame + u64::from(o.frame_code))?;
+    if code == 0 || mem.read_u64(code + u64::from(o.object_type))? != cfg.code_type_addr {
+        return Err(WalkError::NotCode { addr: code });
+    }
+    let field = |off: u16| mem.read_u64(code + u64::from(off));
+    let name = read_str(mem, cfg, field(o.code_name)?, MAX_NAME_BYTES, false)?;
+    let file = read_str(mem, cfg, field(o.code_filename)?, MAX_FILE_BYTES, true)?;
+    let qualname = if o.code_qualname == NONE {
+        None
+    } else {
+        Some(read_str(
+            mem,
+            cfg,
+            field(o.code_qualname)?,
+            MAX_NAME_BYTES,
+            false,
+        )?)
+    };
+    let class = if qualname.is_none() {
+        // A class that cannot be read leaves the frame unqualified, as in pyperf.
+        read_class(mem, cfg, code, frame).ok().flatten()
+    } else {
+        None
+    };
+    Ok(PySymbol {
+        file,
+        name,
+        qualname,
+        class,
+    })
+}
+
+/// Class of a method before 3.11, from its `self` / `cls` first argument (step 5).
+fn read_class(
+    mem: &dyn Memory,
+    cfg: &PyProcConfig,
+    code: u64,
+    frame: u64,
+) -> Result<Option<String>, WalkError> {
+    let o = &cfg.offsets;
+    let argcount = mem.read_u32(code + u64::from(o.code_argcount))? as i32;
+    if argcount <= 0 {
+        return Ok(None);
+    }
+    let varnames = mem.read_u64(code + u64::from(o.code_varnames))?;
+    let first_name = mem.read_u64(varnames + u64::from(o.tuple_items))?;
+    let arg = read_str(mem, cfg, first_name, 8, false)?;
+    let first = mem.read_u64(frame + u64::from(o.frame_localsplus))?;
+    if first == 0 {
+        return Ok(None);
+    }
+    let ty = match arg.as_str() {
+        "self" => mem.read_u64(first + u64::from(o.object_type))?,
+        "cls" => first,
+        _ => return Ok(None),
+    };
+    let tp_name = mem.read_u64(ty + u64::from(o.type_name))?;
+    let name = read_c_str(mem, tp_name, MAX_CLASS_BYTES)?;
+    // Static types are named `module.Class`; keep the class.
+    Ok(Some(match name.rfind('.') {
+        Some(i) => name[i + 1..].to_string(),
+        None => name,
+    }))
+}
+
+/// Reads a compact `str` object, at most `max` bytes of characters, from its start or its end.
+pub fn read_str(
+    mem: &dyn Memory,
+    cfg: &PyProcConfig,
+    obj: u64,
+    max: usize,
+    from_end: bool,
+) -> Result<String, WalkError> {
+    let o = &cfg.offsets;
+    if obj == 0 || mem.read_u64(obj + u64::from(o.object_type))? != cfg.unicode_type_addr {
+        return Err(WalkError::NotString { addr: obj });
+    }
+    let state = mem.read_u32(obj + u64::from(o.unicode_state))?;
+    let length = mem.read_u64(obj + u64::from(o.unicode_length))? as i64;
+    let kind = (state >> STATE_KIND_SHIFT) & STATE_KIND_MASK;
+    if state & STATE_COMPACT_BIT == 0 {
+        return Err(WalkError::NotCompact { addr: obj });
+    }
+    if !matches!(kind, 1 | 2 | 4) || length < 0 {
+        return Err(WalkError::BadString {
+            addr: obj,
+            kind,
+            length,
+        });
+    }
+    let data = obj
+        + u64::from(if state & STATE_ASCII_BIT != 0 {
+            o.unicode_ascii_data
+        } else {
+            o.unicode_compact_data
+        });
+    let kind = kind as usize;
+    let total = (length as u64).saturating_mul(kind as u64);
+    let take = (total.min(max as u64) as usize) / kind * kind;
+    let start = if from_end {
+        data + (total - take as u64)
+    } else {
+        data
+    };
+    let mut buf = vec![0u8; take];
+    mem.read(start, &mut buf)?;
+    Ok(decode(&buf, kind))
+}
+
+/// Decodes UCS-1 (Latin-1), UCS-2 or UCS-4 little-endian characters.
+fn decode(buf: &[u8], kind: usize) -> String {
+    match kind {
+        1 => buf.iter().map(|&b| char::from(b)).collect(),
+        2 => buf
+            .chunks_exact(2)
+            .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
+            .map(|u| char::from_u32(u).unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect(),
+        _ => buf
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .map(|u| char::from_u32(u).unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect(),
+    }
+}
+
+/// Reads a NUL-terminated C string of at most `max` bytes (reads stop at page ends, as
+/// `bpf_probe_read_user_str` would).
+fn read_c_str(mem: &dyn Memory, addr: u64, max: usize) -> Result<String, WalkError> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < max {
+        let to_page_end = (0x1000 - (at & 0xfff)) as usize;
+        let mut buf = vec![0u8; to_page_end.min(max - out.len())];
+        mem.read(at, &mut buf)?;
+        if let Some(nul) = buf.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&buf[..nul]);
+            return Ok(String::from_utf8_lossy(&out).into_owned());
+        }
+        at += buf.len() as u64;
+        out.extend_from_slice(&buf);
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// One thread of a Python process, as the reference walker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadStack {
+    /// `PyThreadState.thread_id` (`pthread_self()`, the thread pointer under glibc).
+    pub thread_id: u64,
+    /// `PyThreadState.native_thread_id` (3.11+): the thread id in the process's pid namespace.
+    pub native_thread_id: Option<u64>,
+    /// The thread state, from the interpreter's thread list.
+    pub tstate: u64,
+    /// The thread state found through the pthread key from `thread_id`, as BPF finds it.
+    pub tls_tstate: Option<u64>,
+    /// The thread's Python stack.
+    pub stack: PyStack,
+}
+
+/// Reads the Python stacks of a live process through `/proc/PID/mem`.
+#[derive(Debug)]
+pub struct ReferenceWalker {
+    process: PythonProcess,
+    mem: ProcMem,
+}
+
+impl ReferenceWalker {
+    /// Detects CPython in `pid` (`Ok(None)` when it is not CPython).
+    pub fn new(pid: u32) -> Result<Option<Self>, DetectError> {
+        let Some(process) = detect::detect(pid)? else {
+            return Ok(None);
+        };
+        let mem = ProcMem::open(pid)?;
+        Ok(Some(Self { process, mem }))
+    }
+
+    /// What detection found.
+    pub fn process(&self) -> &PythonProcess {
+        &self.process
+    }
+
+    /// The stacks of every thread of the main interpreter. Each is walked from the thread
+    /// state the pthread key gives (as BPF does); a thread whose key slot is empty is walked
+    /// from the thread list instead, and shows `tls_tstate: None`.
+    pub fn stacks(&self) -> Result<Vec<ThreadStack>, WalkError> {
+        let cfg = &self.process.config;
+        let o = &cfg.offsets;
+        let mut out = Vec::new();
+        for tstate in detect::thread_states(&self.mem, o, cfg.runtime_addr)? {
+            let thread_id = self.mem.read_u64(tstate + u64::from(o.tstate_thread_id))?;
+            let native_thread_id = if o.tstate_native_thread_id == NONE {
+                None
+            } else {
+                Some(
+                    self.mem
+                        .read_u64(tstate + u64::from(o.tstate_native_thread_id))?,
+                )
+            };
+            let tls_tstate = match thread_state_from_tls(&self.mem, cfg, thread_id) {
+                Ok(0) | Err(_) => None,
+                Ok(t) => Some(t),
+            };
+            let stack = walk_thread(&self.mem, cfg, tls_tstate.unwrap_or(tstate))?;
+            out.push(ThreadStack {
+                thread_id,
+                native_thread_id,
+                tstate,
+                tls_tstate,
+                stack,
+            });
+        }
+        Ok(out)
+    }
+}

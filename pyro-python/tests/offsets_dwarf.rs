@@ -1,0 +1,220 @@
+//! The offset table checked against the DWARF of debug builds of CPython: Debian's
+//! `libpython3.11-dbg` (the build-id debug file of `/usr/bin/python3.11`) and the pyenv builds,
+//! which keep their DWARF (3.11 on every machine; 3.8–3.13 where installed).
+
+mod support;
+
+use std::collections::HashMap;
+
+use pyro_python::layout::{
+    NONE, OWNER_CSTACK, PyOffsets, STATE_ASCII_BIT, STATE_COMPACT_BIT, STATE_KIND_MASK,
+    STATE_KIND_SHIFT, offsets_for,
+};
+use support::dwarf::{self, Layout};
+
+const STRUCTS: &[&str] = &[
+    "_PyRuntimeState",
+    "PyInterpreterState",
+    "PyThreadState",
+    "_PyCFrame",
+    "_PyInterpreterFrame",
+    "PyFrameObject",
+    "PyCodeObject",
+    "PyASCIIObject",
+    "PyCompactUnicodeObject",
+    "PyTypeObject",
+    "PyTupleObject",
+    "PyObject",
+    "_Py_tss_t",
+];
+
+/// The table row as the DWARF of a build says it should be.
+fn from_dwarf(l: &HashMap<String, Layout>, minor: u8, label: &str) -> PyOffsets {
+    let get = |s: &str, path: &[&str]| -> u16 {
+        let v = l
+            .get(s)
+            .unwrap_or_else(|| panic!("{label}: no struct {s} in DWARF"))
+            .offset(path)
+            .unwrap_or_else(|| panic!("{label}: no member {s}.{}", path.join(".")));
+        u16::try_from(v).expect("offset fits u16")
+    };
+    let size = |s: &str| -> u16 {
+        u16::try_from(
+            l.get(s)
+                .unwrap_or_else(|| panic!("{label}: no struct {s}"))
+                .size,
+        )
+        .expect("size fits u16")
+    };
+    let old = minor <= 10;
+    PyOffsets {
+        runtime_tss_key: if minor <= 11 {
+            get("_PyRuntimeState", &["gilstate", "autoTSSkey"])
+        } else {
+            get("_PyRuntimeState", &["autoTSSkey"])
+        },
+        runtime_interpreters_head: get("_PyRuntimeState", &["interpreters", "head"]),
+        interp_threads_head: if old {
+            get("PyInterpreterState", &["tstate_head"])
+        } else {
+            get("PyInterpreterState", &["threads", "head"])
+        },
+        tstate_next: get("PyThreadState", &["next"]),
+        tstate_thread_id: get("PyThreadState", &["thread_id"]),
+        tstate_native_thread_id: if old {
+            NONE
+        } else {
+            get("PyThreadState", &["native_thread_id"])
+        },
+        tstate_frame: match minor {
+            ..=10 => get("PyThreadState", &["frame"]),
+            11 | 12 => get("PyThreadState", &["cframe"]),
+            _ => get("PyThreadState", &["current_frame"]),
+        },
+        cframe_current_frame: match minor {
+            11 | 12 => get("_PyCFrame", &["current_frame"]),
+            _ => NONE,
+        },
+        frame_code: match minor {
+            ..=10 => get("PyFrameObject", &["f_code"]),
+            11 | 12 => get("_PyInterpreterFrame", &["f_code"]),
+            _ => get("_PyInterpreterFrame", &["f_executable"]),
+        },
+        frame_back: if old {
+            get("PyFrameObject", &["f_back"])
+        } else {
+            get("_PyInterpreterFrame", &["previous"])
+        },
+        frame_owner: if old {
+            NONE
+        } else {
+            get("_PyInterpreterFrame", &["owner"])
+        },
+        frame_localsplus: if old {
+            get("PyFrameObject", &["f_localsplus"])
+        } else {
+            get("_PyInterpreterFrame", &["localsplus"])
+        },
+        code_filename: get("PyCodeObject", &["co_filename"]),
+        code_name: get("PyCodeObject", &["co_name"]),
+        code_qualname: if old {
+            NONE
+        } else {
+            get("PyCodeObject", &["co_qualname"])
+        },
+        code_argcount: get("PyCodeObject", &["co_argcount"]),
+        code_varnames: if old {
+            get("PyCodeObject", &["co_varnames"])
+        } else {
+            get("PyCodeObject", &["co_localsplusnames"])
+        },
+        code_firstlineno: get("PyCodeObject", &["co_firstlineno"]),
+        unicode_length: get("PyASCIIObject", &["length"]),
+        unicode_state: get("PyASCIIObject", &["state"]),
+        unicode_ascii_data: size("PyASCIIObject"),
+        unicode_compact_data: size("PyCompactUnicodeObject"),
+        object_type: get("PyObject", &["ob_type"]),
+        type_name: get("PyTypeObject", &["tp_name"]),
+        tuple_items: get("PyTupleObject", &["ob_item"]),
+        tss_key: get("_Py_tss_t", &["_key"]),
+        // Not struct members: the frame model follows from which members exist (checked
+        // above), the owner value is an enumerator (checked below where DWARF has it).
+        ..*offsets_for(3, minor).expect("row")
+    }
+}
+
+fn check(label: &str, minor: u8, debug_file: &std::path::Path) {
+    let l = dwarf::layouts(debug_file, STRUCTS);
+    let row = offsets_for(3, minor).expect("row");
+    let want = from_dwarf(&l, minor, label);
+    assert_eq!(
+        *row,
+        want,
+        "{label}: table row 3.{minor} differs from the DWARF of {}",
+        debug_file.display()
+    );
+    // The string state bits (relative to the state word).
+    let ascii = l.get("PyASCIIObject").expect("PyASCIIObject");
+    let base = u64::from(row.unicode_state) * 8;
+    let bit = |name: &str| {
+        let (off, size) = ascii
+            .bitfield(&["state", name])
+            .unwrap_or_else(|| panic!("{label}: no state.{name}"));
+        (off - base, size)
+    };
+    assert_eq!(
+        bit("kind"),
+        (
+            u64::from(STATE_KIND_SHIFT),
+            u64::from(STATE_KIND_MASK.count_ones())
+        ),
+        "{label}"
+    );
+    assert_eq!(
+        bit("compact"),
+        (u64::from(STATE_COMPACT_BIT.trailing_zeros()), 1),
+        "{label}"
+    );
+    assert_eq!(
+        bit("ascii"),
+        (u64::from(STATE_ASCII_BIT.trailing_zeros()), 1),
+        "{label}"
+    );
+    if minor >= 12 {
+        assert_eq!(row.owner_cstack, OWNER_CSTACK);
+    }
+    eprintln!(
+        "CHECKED: 3.{minor} row against {label} ({})",
+        debug_file.display()
+    );
+}
+
+#[test]
+fn debian_311_matches_dwarf() {
+    let Some(py) = support::debian_311() else {
+        return;
+    };
+    let Some(debug) = dwarf::debug_file_for(&py.interpreter) else {
+        assert!(
+            !support::tools_required(),
+            "no debug file for {} and PYRO_REQUIRE_TOOLS=1 (apt-get install libpython3.11-dbg)",
+            py.interpreter.display()
+        );
+        eprintln!(
+            "SKIPPED: no debug file for {} (apt-get install libpython3.11-dbg)",
+            py.interpreter.display()
+        );
+        return;
+    };
+    check(&py.label, 11, &debug);
+}
+
+#[test]
+fn pyenv_builds_match_dwarf() {
+    let mut checked = Vec::new();
+    for minor in 8..=13 {
+        let Some(py) = support::pyenv(minor) else {
+            continue;
+        };
+        let Some(debug) = dwarf::debug_file_for(&py.interpreter) else {
+            eprintln!("UNCHECKED: {} has no DWARF", py.interpreter.display());
+            continue;
+        };
+        check(&py.label, minor, &debug);
+        checked.push(py.label);
+    }
+    eprintln!("checked: {checked:?}");
+}
+
+#[test]
+fn table_covers_3_8_to_3_13_only() {
+    for minor in 0..=20 {
+        assert_eq!(
+            offsets_for(3, minor).is_some(),
+            (8..=13).contains(&minor),
+            "3.{minor}"
+        );
+    }
+    assert!(offsets_for(2, 7).is_none());
+    assert!(offsets_for(4, 0).is_none());
+}

@@ -1,0 +1,79 @@
+"""pyro-python test workload: threads whose Python stacks are known by construction.
+
+Usage: main.py idle|busy
+
+idle: every thread stops in `block` (time.sleep) on a known call path and prints `ready`.
+busy: the main thread spins through three leaf functions (in fixed shares) forever.
+"""
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import helper  # noqa: E402  (another file: its frames must show helper.py)
+
+PRINT = threading.Lock()
+
+
+def block():
+    with PRINT:
+        print("ready", threading.current_thread().name, flush=True)
+    while True:
+        time.sleep(3600)
+
+
+class Shape:
+    def area(self):
+        return block()
+
+    @classmethod
+    def make(cls):
+        return block()
+
+
+def middle():
+    return Shape().area()
+
+
+def outer():
+    return middle()
+
+
+def spin(n):
+    x = 0
+    for i in range(n):
+        x += i * i
+    return x
+
+
+def leaf_a():
+    return spin(20000)
+
+
+def leaf_b():
+    return spin(20000)
+
+
+class Busy:
+    def leaf_c(self):
+        return spin(20000)
+
+
+def busy():
+    b = Busy()
+    while True:
+        leaf_a()
+        leaf_b()
+        leaf_b()
+        b.leaf_c()
+        helper.leaf_d(spin)
+
+
+if sys.argv[1] == "busy":
+    print("ready", flush=True)
+    busy()
+else:
+    threading.Thread(target=Shape.make, name="classmethod", daemon=True).start()
+    threading.Thread(target=helper.in_other_file, args=(block,), name="other", daemon=True).start()
+    outer()
