@@ -4,6 +4,7 @@
 //! functions) on the same ELF virtual addresses. Raw names and fully demangled names are measured
 //! separately (blazesym demangles per lookup; pyro stores each demangled name once).
 //!
+//! Both sides use their batch API (`ElfSymbols::lookup_many`, `Symbolizer::symbolize`).
 //! `PYRO_BENCH_QUICK=1` shortens the runs.
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
 
@@ -100,9 +101,9 @@ fn blaze_run(b: &Blaze, src: &Source<'_>, addrs: &[u64]) -> usize {
 }
 
 fn pyro_run(t: &ElfSymbols, addrs: &[u64]) -> usize {
-    addrs
+    t.lookup_many(addrs)
         .iter()
-        .map(|&a| t.lookup(a).map_or(0, |n| n.len()))
+        .map(|n| n.map_or(0, |n| n.len()))
         .sum()
 }
 
