@@ -63,7 +63,9 @@ pub struct EndpointStats {
 /// exponential backoff ([`RetryPolicy`]). A profile holds its place in the queue until it is
 /// delivered or dropped, so the limits bound the memory an endpoint can hold however long it is
 /// down. When a queue is full, `append` waits up to the configured time for room or fails fast
-/// ([`FullPolicy`]); either way the drop is counted (`reason="queue_full"`) and reported.
+/// ([`FullPolicy`]); either way the drop is counted (`reason="queue_full"`) and reported: the
+/// append fails with [`AppendError::ResourceExhausted`] naming the endpoints that dropped it.
+/// The other endpoints still have it queued, so a caller that resends it duplicates it there.
 ///
 /// **When `append` returns** ([`AppendMode`]): by default once the profile is queued for every
 /// endpoint — a dead endpoint never delays the caller or the healthy endpoints. With
@@ -227,6 +229,7 @@ impl EndpointQueue {
         profile: Profile,
         wait: bool,
     ) -> Result<Option<oneshot::Receiver<Outcome>>, DeliveryError> {
+        let enqueued = Instant::now();
         let size = cost(&profile);
         if size > self.queue.max_bytes {
             return Err(self.refuse(DropReason::TooLarge, &profile));
@@ -268,7 +271,7 @@ impl EndpointQueue {
         let item = Item {
             profile,
             size,
-            enqueued: Instant::now(),
+            enqueued,
             done,
             shared: s.clone(),
             finished: false,
