@@ -575,6 +575,64 @@ mod tests {
         assert_eq!(find_version_string(b"\x003.10.1\x00", 9), None);
     }
 
+    struct NoMem;
+    impl Memory for NoMem {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+            Err(MemError::Read {
+                pid: 1,
+                addr,
+                len: buf.len(),
+                source: std::io::Error::from_raw_os_error(5),
+            })
+        }
+    }
+
+    fn module(name: &str) -> PythonModule {
+        let (major, minor, free_threaded) = parse_python_name(name).expect("python name");
+        PythonModule {
+            path: PathBuf::from("/usr/bin").join(name),
+            is_library: false,
+            name_version: PyVersion {
+                major,
+                minor,
+                patch: None,
+            },
+            free_threaded,
+            base: 0x40_0000,
+        }
+    }
+
+    /// Versions outside the table are a typed result, decided before anything is read.
+    #[test]
+    fn unsupported_versions() {
+        for (name, minor, ft) in [
+            ("python3.7", 7, false),
+            ("python3.14", 14, false),
+            ("libpython3.13t.so.1.0", 13, true),
+        ] {
+            match detect_module(1, module(name), &NoMem) {
+                Err(DetectError::UnsupportedVersion {
+                    pid: 1,
+                    version,
+                    free_threaded,
+                }) => {
+                    assert_eq!(
+                        (version.major, version.minor, free_threaded),
+                        (3, minor, ft)
+                    );
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        let e = detect_module(1, module("python3.14"), &NoMem).unwrap_err();
+        assert_eq!(e.to_string(), "pid 1: unsupported CPython version 3.14");
+        let e = detect_module(1, module("python3.13t"), &NoMem).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pid 1: unsupported CPython version 3.13 (free-threaded build)"
+        );
+    }
+
     #[test]
     fn hex_and_display() {
         let v = PyVersion {

@@ -437,3 +437,321 @@ impl ReferenceWalker {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{Libc, offsets_for};
+
+    const BASE: u64 = 0x10_0000;
+    const CODE_TYPE: u64 = BASE + 0x100;
+    const STR_TYPE: u64 = BASE + 0x200;
+
+    /// One zeroed region of memory; reads outside it fail like unmapped memory.
+    struct FakeMem(Vec<u8>);
+
+    impl FakeMem {
+        fn new() -> Self {
+            Self(vec![0; 0x10_0000])
+        }
+        fn put(&mut self, addr: u64, bytes: &[u8]) {
+            let at = (addr - BASE) as usize;
+            self.0[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        fn put_u64(&mut self, addr: u64, v: u64) {
+            self.put(addr, &v.to_le_bytes());
+        }
+        fn put_u32(&mut self, addr: u64, v: u32) {
+            self.put(addr, &v.to_le_bytes());
+        }
+        /// A compact str at `addr` with `kind` 1/2/4 (`ascii` when every char is ASCII).
+        fn put_str(&mut self, cfg: &PyProcConfig, addr: u64, s: &str, kind: u32) {
+            let o = &cfg.offsets;
+            let ascii = s.is_ascii() && kind == 1;
+            self.put_u64(addr + u64::from(o.object_type), STR_TYPE);
+            self.put_u64(addr + u64::from(o.unicode_length), s.chars().count() as u64);
+            let state = (kind << STATE_KIND_SHIFT)
+                | STATE_COMPACT_BIT
+                | if ascii { STATE_ASCII_BIT } else { 0 };
+            self.put_u32(addr + u64::from(o.unicode_state), state);
+            let data = addr
+                + u64::from(if ascii {
+                    o.unicode_ascii_data
+                } else {
+                    o.unicode_compact_data
+                });
+            let bytes: Vec<u8> = s
+                .chars()
+                .flat_map(|c| {
+                    let c = c as u32;
+                    match kind {
+                        1 => vec![c as u8],
+                        2 => (c as u16).to_le_bytes().to_vec(),
+                        _ => c.to_le_bytes().to_vec(),
+                    }
+                })
+                .collect();
+            self.put(data, &bytes);
+        }
+        /// A code object at `addr` with name/qualname/file strings after it.
+        fn put_code(&mut self, cfg: &PyProcConfig, addr: u64, name: &str, qual: &str, file: &str) {
+            let o = &cfg.offsets;
+            self.put_u64(addr + u64::from(o.object_type), CODE_TYPE);
+            let (n, q, f) = (addr + 0x200, addr + 0x400, addr + 0x600);
+            self.put_u64(addr + u64::from(o.code_name), n);
+            self.put_u64(addr + u64::from(o.code_qualname), q);
+            self.put_u64(addr + u64::from(o.code_filename), f);
+            self.put_str(cfg, n, name, 1);
+            self.put_str(cfg, q, qual, 1);
+            self.put_str(cfg, f, file, 1);
+        }
+    }
+
+    impl Memory for FakeMem {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+            let err = || MemError::Read {
+                pid: 0,
+                addr,
+                len: buf.len(),
+                source: std::io::Error::from_raw_os_error(5),
+            };
+            let start = addr.checked_sub(BASE).ok_or_else(err)? as usize;
+            let end = start.checked_add(buf.len()).ok_or_else(err)?;
+            let src = self.0.get(start..end).ok_or_else(err)?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+    }
+
+    fn config(minor: u8) -> PyProcConfig {
+        PyProcConfig {
+            runtime_addr: BASE + 0x1000,
+            tss_key_addr: BASE + 0x2000,
+            code_type_addr: CODE_TYPE,
+            unicode_type_addr: STR_TYPE,
+            tls_key0_data: 0x318,
+            version_hex: 0x0300_0000 | (u32::from(minor) << 16),
+            libc: Libc::Glibc as u32,
+            offsets: *offsets_for(3, minor).expect("row"),
+        }
+    }
+
+    #[test]
+    fn strings_of_every_kind_and_bounds() {
+        let cfg = config(12);
+        let mut m = FakeMem::new();
+        let at = BASE + 0x8000;
+        m.put_str(&cfg, at, "héllo", 1);
+        assert_eq!(read_str(&m, &cfg, at, 64, false).unwrap(), "héllo");
+        m.put_str(&cfg, at, "héllo→λ", 2);
+        assert_eq!(read_str(&m, &cfg, at, 64, false).unwrap(), "héllo→λ");
+        // Bounded by bytes: 3 UCS-2 chars in 7 bytes.
+        assert_eq!(read_str(&m, &cfg, at, 7, false).unwrap(), "hél");
+        m.put_str(&cfg, at, "a🐍b", 4);
+        assert_eq!(read_str(&m, &cfg, at, 64, false).unwrap(), "a🐍b");
+        // File names are read from the end.
+        let long = format!("/{}/work.py", "d".repeat(300));
+        m.put_str(&cfg, at, &long, 1);
+        let tail = read_str(&m, &cfg, at, MAX_FILE_BYTES, true).unwrap();
+        assert_eq!(tail.len(), MAX_FILE_BYTES);
+        assert!(long.ends_with(&tail) && tail.ends_with("/work.py"));
+        let head = read_str(&m, &cfg, at, MAX_NAME_BYTES, false).unwrap();
+        assert!(long.starts_with(&head) && head.len() == MAX_NAME_BYTES);
+    }
+
+    #[test]
+    fn strings_that_are_not_read() {
+        let cfg = config(11);
+        let o = cfg.offsets;
+        let mut m = FakeMem::new();
+        let at = BASE + 0x8000;
+        m.put_str(&cfg, at, "name", 1);
+        // Not a str.
+        m.put_u64(at + u64::from(o.object_type), CODE_TYPE);
+        assert!(matches!(
+            read_str(&m, &cfg, at, 64, false),
+            Err(WalkError::NotString { .. })
+        ));
+        // Not compact.
+        m.put_str(&cfg, at, "name", 1);
+        m.put_u32(at + u64::from(o.unicode_state), 1 << STATE_KIND_SHIFT);
+        assert!(matches!(
+            read_str(&m, &cfg, at, 64, false),
+            Err(WalkError::NotCompact { .. })
+        ));
+        // Bad kind, negative length.
+        m.put_u32(
+            at + u64::from(o.unicode_state),
+            (3 << STATE_KIND_SHIFT) | STATE_COMPACT_BIT,
+        );
+        assert!(matches!(
+            read_str(&m, &cfg, at, 64, false),
+            Err(WalkError::BadString { .. })
+        ));
+        m.put_str(&cfg, at, "name", 1);
+        m.put_u64(at + u64::from(o.unicode_length), u64::MAX);
+        assert!(matches!(
+            read_str(&m, &cfg, at, 64, false),
+            Err(WalkError::BadString { .. })
+        ));
+        // A huge length reads only the bound (and fails here as the memory ends).
+        m.put_u64(at + u64::from(o.unicode_length), 1 << 40);
+        assert!(read_str(&m, &cfg, at, 64, true).is_err());
+        assert_eq!(read_str(&m, &cfg, at, 4, false).unwrap(), "name");
+        // Null and unmapped pointers.
+        assert!(read_str(&m, &cfg, 0, 64, false).is_err());
+        assert!(read_str(&m, &cfg, 8, 64, false).is_err());
+    }
+
+    /// 3.12: tstate → cframe → frames; shim frames skipped, a bad code object is unknown.
+    #[test]
+    fn walk_312_frames() {
+        let cfg = config(12);
+        let o = cfg.offsets;
+        let mut m = FakeMem::new();
+        let (tstate, cframe) = (BASE + 0x3000, BASE + 0x3800);
+        let frames = [BASE + 0x4000, BASE + 0x4100, BASE + 0x4200, BASE + 0x4300];
+        let codes = [BASE + 0x10000, BASE + 0x11000, BASE + 0x12000];
+        m.put_u64(tstate + u64::from(o.tstate_frame), cframe);
+        m.put_u64(cframe + u64::from(o.cframe_current_frame), frames[0]);
+        // leaf: Shape.area; then a CSTACK shim; then a frame whose code is not a code
+        // object; then <module>.
+        m.put_code(&cfg, codes[0], "area", "Shape.area", "/app/work.py");
+        m.put_code(&cfg, codes[2], "<module>", "<module>", "/app/main.py");
+        m.put_u64(codes[1] + u64::from(o.object_type), STR_TYPE);
+        for (i, f) in frames.iter().enumerate() {
+            let back = frames.get(i + 1).copied().unwrap_or(0);
+            m.put_u64(f + u64::from(o.frame_back), back);
+        }
+        m.put_u64(frames[0] + u64::from(o.frame_code), codes[0]);
+        m.put(frames[1] + u64::from(o.frame_owner), &[OWNER_CSTACK_VALUE]);
+        m.put_u64(frames[2] + u64::from(o.frame_code), codes[1]);
+        m.put_u64(frames[3] + u64::from(o.frame_code), codes[2]);
+        let stack = walk_thread(&m, &cfg, tstate).unwrap();
+        let names: Vec<String> = stack.frames.iter().map(PyFrame::legacy_name).collect();
+        assert_eq!(
+            names,
+            ["work.py Shape.area", UNKNOWN_FRAME, "main.py <module>"]
+        );
+        assert_eq!(stack.errors, 1);
+        assert!(!stack.truncated);
+
+        // No Python code running: empty stack.
+        m.put_u64(cframe + u64::from(o.cframe_current_frame), 0);
+        assert_eq!(walk_thread(&m, &cfg, tstate).unwrap().frames, []);
+        m.put_u64(tstate + u64::from(o.tstate_frame), 0);
+        assert_eq!(walk_thread(&m, &cfg, tstate).unwrap().frames, []);
+    }
+
+    const OWNER_CSTACK_VALUE: u8 = crate::layout::OWNER_CSTACK;
+
+    /// A cycle in the frame chain (or a very deep stack) stops at the bound.
+    #[test]
+    fn walk_is_bounded() {
+        let cfg = config(13);
+        let o = cfg.offsets;
+        let mut m = FakeMem::new();
+        let (tstate, frame, code) = (BASE + 0x3000, BASE + 0x4000, BASE + 0x10000);
+        m.put_u64(tstate + u64::from(o.tstate_frame), frame);
+        m.put_u64(frame + u64::from(o.frame_back), frame);
+        m.put_u64(frame + u64::from(o.frame_code), code);
+        m.put_code(&cfg, code, "f", "f", "x.py");
+        let stack = walk_thread(&m, &cfg, tstate).unwrap();
+        assert_eq!(stack.frames.len(), MAX_PYTHON_FRAMES);
+        assert!(stack.truncated);
+        // A frame pointer into unmapped memory is an error, not garbage.
+        m.put_u64(frame + u64::from(o.frame_back), 0x10);
+        assert!(walk_thread(&m, &cfg, tstate).is_err());
+    }
+
+    /// Before 3.11 the class comes from `self` / `cls`.
+    #[test]
+    fn class_from_first_argument_before_311() {
+        let cfg = config(10);
+        let o = cfg.offsets;
+        let mut m = FakeMem::new();
+        let (frame, code) = (BASE + 0x4000, BASE + 0x10000);
+        let (varnames, self_name, obj, ty, tp_name) = (
+            BASE + 0x20000,
+            BASE + 0x20100,
+            BASE + 0x21000,
+            BASE + 0x22000,
+            BASE + 0x22800,
+        );
+        m.put_u64(frame + u64::from(o.frame_code), code);
+        m.put_u64(code + u64::from(o.object_type), CODE_TYPE);
+        let (n, f) = (code + 0x200, code + 0x600);
+        m.put_u64(code + u64::from(o.code_name), n);
+        m.put_u64(code + u64::from(o.code_filename), f);
+        m.put_str(&cfg, n, "area", 1);
+        m.put_str(&cfg, f, "/app/work.py", 1);
+        m.put_u32(code + u64::from(o.code_argcount), 1);
+        m.put_u64(code + u64::from(o.code_varnames), varnames);
+        m.put_u64(varnames + u64::from(o.tuple_items), self_name);
+        m.put_str(&cfg, self_name, "self", 1);
+        m.put_u64(frame + u64::from(o.frame_localsplus), obj);
+        m.put_u64(obj + u64::from(o.object_type), ty);
+        m.put_u64(ty + u64::from(o.type_name), tp_name);
+        m.put(tp_name, b"shapes.Shape\0");
+        let sym = read_frame(&m, &cfg, frame).unwrap();
+        assert_eq!(sym.legacy_name(), "work.py Shape.area");
+        // `cls`: the argument is the class itself.
+        m.put_str(&cfg, self_name, "cls", 1);
+        m.put_u64(frame + u64::from(o.frame_localsplus), ty);
+        assert_eq!(
+            read_frame(&m, &cfg, frame).unwrap().legacy_name(),
+            "work.py Shape.area"
+        );
+        // Another first argument: no class.
+        m.put_str(&cfg, self_name, "x", 1);
+        assert_eq!(
+            read_frame(&m, &cfg, frame).unwrap().legacy_name(),
+            "work.py area"
+        );
+        // No arguments: no class.
+        m.put_u32(code + u64::from(o.code_argcount), 0);
+        assert_eq!(read_frame(&m, &cfg, frame).unwrap().class, None);
+    }
+
+    #[test]
+    fn thread_state_through_the_pthread_key() {
+        let cfg = config(11);
+        let mut m = FakeMem::new();
+        let tp = BASE + 0x5000;
+        // Key not created yet.
+        assert!(matches!(
+            thread_state_from_tls(&m, &cfg, tp),
+            Err(WalkError::KeyNotInitialised)
+        ));
+        m.put_u32(cfg.tss_key_addr, 1);
+        m.put_u32(cfg.tss_key_addr + u64::from(cfg.offsets.tss_key), 3);
+        m.put_u64(tp + cfg.tls_key0_data + 16 * 3, 0xdead_beef);
+        assert_eq!(thread_state_from_tls(&m, &cfg, tp).unwrap(), 0xdead_beef);
+    }
+
+    #[test]
+    fn legacy_names() {
+        let s = PySymbol {
+            file: "/usr/lib/python3.11/threading.py".into(),
+            name: "run".into(),
+            qualname: Some("Thread.run".into()),
+            class: None,
+        };
+        assert_eq!(s.legacy_name(), "threading.py Thread.run");
+        let shim = PySymbol {
+            file: "__init__".into(),
+            name: "__init__".into(),
+            qualname: None,
+            class: None,
+        };
+        assert!(shim.is_shim());
+        assert_eq!(
+            PySymbol {
+                file: "dir/".into(),
+                ..shim
+            }
+            .file_base_name(),
+            "dir/"
+        );
+    }
+}

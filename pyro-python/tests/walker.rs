@@ -76,9 +76,10 @@ fn walker(py: &Python, pid: u32) -> ReferenceWalker {
     w
 }
 
-/// Each thread's stack, leaf first, as the workload builds it.
-fn check_idle(py: &Python) {
-    let w = start(py, "idle", 3);
+/// Each thread's stack, leaf first, as the workload builds it (`idle`: sleeping in `block`;
+/// `spin`: running in `block`).
+fn check_threads(py: &Python, mode: &str) {
+    let w = start(py, mode, 3);
     let pid = w.0.id();
     let walker = walker(py, pid);
     let threads = walker
@@ -187,8 +188,81 @@ fn check_idle(py: &Python) {
                 py.label
             );
         }
-        eprintln!("{}: py-spy agrees on {} threads", py.label, threads.len());
+        eprintln!(
+            "{}: py-spy agrees on {} threads ({mode})",
+            py.label,
+            threads.len()
+        );
     }
+}
+
+/// The thread pointer BPF will use (`task->thread.fsbase`, read here by bpftrace) leads through
+/// the pthread key to each thread's own `PyThreadState`.
+fn check_fsbase(py: &Python) {
+    let Some(bpftrace) = pyro_testkit::tool("bpftrace") else {
+        return;
+    };
+    let w = start(py, "spin", 3);
+    let pid = w.0.id();
+    let walker = walker(py, pid);
+    let script = format!(
+        "profile:hz:499 /pid == {pid}/ {{ @[tid] = curtask->thread.fsbase; }} interval:s:2 {{ exit(); }}"
+    );
+    let out = Command::new(bpftrace)
+        .args(["-e", &script])
+        .output()
+        .expect("run bpftrace");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bpftrace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `@[tid]: fsbase`
+    let fsbase: std::collections::HashMap<u64, u64> = text
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.strip_prefix("@[")?.split_once("]: ")?;
+            Some((k.parse().ok()?, v.trim().parse().ok()?))
+        })
+        .collect();
+    let mem = pyro_python::ProcMem::open(pid).expect("open mem");
+    let cfg = walker.process().config;
+    let threads = walker.stacks().expect("walk");
+    assert_eq!(threads.len(), 3);
+    for t in &threads {
+        let fs = match t.native_thread_id {
+            Some(tid) => {
+                let fs = *fsbase
+                    .get(&tid)
+                    .unwrap_or_else(|| panic!("{}: thread {tid} not sampled: {text}", py.label));
+                assert_eq!(
+                    fs, t.thread_id,
+                    "{}: fsbase of {tid} is not pthread_self",
+                    py.label
+                );
+                fs
+            }
+            // Before 3.11 there is no native id to pair them: every thread pointer must be
+            // among the sampled fsbase values.
+            None => {
+                assert!(
+                    fsbase.values().any(|&v| v == t.thread_id),
+                    "{}: thread {:#x} not among fsbase values {fsbase:?}",
+                    py.label,
+                    t.thread_id
+                );
+                t.thread_id
+            }
+        };
+        let tstate = pyro_python::walker::thread_state_from_tls(&mem, &cfg, fs).expect("tls");
+        assert_eq!(tstate, t.tstate, "{}: thread {:#x}", py.label, t.thread_id);
+    }
+    eprintln!(
+        "{}: fsbase -> pthread key -> PyThreadState for {} threads",
+        py.label,
+        threads.len()
+    );
 }
 
 /// `py-spy dump` threads as (function, file base name) lists, leaf first.
@@ -262,7 +336,9 @@ fn debian_python_311() {
     let Some(py) = support::debian_311() else {
         return;
     };
-    check_idle(&py);
+    check_threads(&py, "idle");
+    check_threads(&py, "spin");
+    check_fsbase(&py);
     check_busy(&py);
 }
 
@@ -272,7 +348,9 @@ fn pyenv_python_311() {
         return;
     }
     let Some(py) = support::pyenv(11) else { return };
-    check_idle(&py);
+    check_threads(&py, "idle");
+    check_threads(&py, "spin");
+    check_fsbase(&py);
     check_busy(&py);
 }
 
@@ -286,9 +364,45 @@ fn pyenv_other_versions() {
         let Some(py) = support::pyenv(minor) else {
             continue;
         };
-        check_idle(&py);
+        check_threads(&py, "idle");
+        check_threads(&py, "spin");
+        check_fsbase(&py);
         check_busy(&py);
         eprintln!("CHECKED: walker on {}", py.label);
+    }
+}
+
+/// Versions outside the table (pyenv's 3.6 and 3.7 where installed) are detected as CPython and
+/// reported as unsupported, with the version.
+#[test]
+fn unsupported_versions_are_reported() {
+    if !can_read_memory() {
+        return;
+    }
+    for minor in [6, 7] {
+        let Some(prefix) = support::pyenv_prefix(minor) else {
+            eprintln!("UNCHECKED: no pyenv 3.{minor} to check the unsupported path on");
+            continue;
+        };
+        let mut child = Command::new(prefix.join(format!("bin/python3.{minor}")))
+            .args([
+                "-c",
+                "import time; print('ready', flush=True); time.sleep(60)",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn python");
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        let r = ReferenceWalker::new(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        match r {
+            Err(pyro_python::DetectError::UnsupportedVersion { version, .. }) => {
+                assert_eq!((version.major, version.minor), (3, minor));
+            }
+            other => panic!("3.{minor}: {other:?}"),
+        }
     }
 }
 

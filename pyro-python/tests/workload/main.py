@@ -1,9 +1,10 @@
 """pyro-python test workload: threads whose Python stacks are known by construction.
 
-Usage: main.py idle|busy
+Usage: main.py idle|spin|busy
 
-idle: every thread stops in `block` (time.sleep) on a known call path and prints `ready`.
-busy: the main thread spins through three leaf functions (in fixed shares) forever.
+idle: three threads reach `block` on known call paths, print `ready` and sleep there.
+spin: the same threads loop on the CPU inside `block` (same stacks, running).
+busy: the main thread spins through four leaf functions (in fixed shares) forever.
 """
 import os
 import sys
@@ -19,6 +20,10 @@ PRINT = threading.Lock()
 def block():
     with PRINT:
         print("ready", threading.current_thread().name, flush=True)
+    if sys.argv[1] == "spin":
+        x = 0
+        while True:
+            x += 1
     while True:
         time.sleep(3600)
 
