@@ -131,6 +131,8 @@ impl BpfSampler {
         let collect_user = u32::from(options.collect_user);
         let collect_kernel = u32::from(options.collect_kernel);
         let mut ebpf = EbpfLoader::new()
+            // The program has no CO-RE relocations: skip parsing the kernel's BTF (megabytes).
+            .btf(None)
             .override_global(GLOBAL_COLLECT_USER, &collect_user, true)
             .override_global(GLOBAL_COLLECT_KERNEL, &collect_kernel, true)
             .map_max_entries(
@@ -191,16 +193,17 @@ impl BpfSampler {
         &self.cpus
     }
 
-    /// Calls `f` with every sample waiting in the ring buffer; returns how many there were.
-    pub(crate) fn drain(&mut self, mut f: impl FnMut(&SampleRecord)) -> usize {
-        let mut n = 0;
+    /// Calls `f` with every sample waiting in the ring buffer; returns how many entries were too
+    /// short to be a sample (none unless the object and this crate disagree).
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(&SampleRecord)) -> u64 {
+        let mut malformed = 0;
         while let Some(item) = self.events.next() {
-            if let Some(record) = SampleRecord::from_bytes(&item) {
-                f(&record);
-                n += 1;
+            match SampleRecord::from_bytes(&item) {
+                Some(record) => f(&record),
+                None => malformed += 1,
             }
         }
-        n
+        malformed
     }
 
     /// Records how the kernel side treats a process from now on.

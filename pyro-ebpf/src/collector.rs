@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::bpf::{BpfError, BpfSampler, KernelCounters, SamplerOptions};
 use crate::config::{ConfigError, EbpfConfig};
-use crate::metrics::{Metrics, ServiceLabel};
+use crate::metrics::{Metrics, ReasonLabel, ServiceLabel};
 use crate::profiles::Aggregator;
 use crate::targets::{ProcReader, ResolvedTarget, TargetIndex};
 
@@ -175,7 +175,15 @@ impl Collector {
         let mut stats = PollStats::default();
         let mut round = std::mem::take(&mut self.round);
         let mut records = Vec::new();
-        self.sampler.drain(|r: &SampleRecord| records.push(*r));
+        let malformed = self.sampler.drain(|r: &SampleRecord| records.push(*r));
+        if malformed > 0 {
+            self.metrics
+                .lost_samples
+                .get_or_create(&ReasonLabel {
+                    reason: "malformed",
+                })
+                .inc_by(malformed);
+        }
         for r in &records {
             stats.samples += 1;
             if !self.classify(r) {
@@ -511,5 +519,16 @@ async fn send(fanout: Fanout, profiles: Vec<Profile>, timeout: Duration, metrics
         let dropped = total.saturating_sub(done.load(std::sync::atomic::Ordering::Relaxed));
         metrics.pprofs_dropped.inc_by(dropped);
         tracing::warn!(dropped, "eBPF profiles not sent within collect_interval.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_sites_step_back_into_the_call_except_for_the_leaf() {
+        assert_eq!(call_sites(&[0x1000, 0x2005, 0]), [0x1000, 0x2004, 0]);
+        assert!(call_sites(&[]).is_empty());
     }
 }

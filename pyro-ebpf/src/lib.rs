@@ -26,7 +26,10 @@
 //!   period, sent to every receiver in `forward_to`.
 //!
 //! Running it needs root (or `CAP_BPF`, `CAP_PERFMON`, `CAP_SYS_PTRACE`,
-//! `CAP_CHECKPOINT_RESTORE`) and a kernel with BPF ring buffers (5.8+).
+//! `CAP_CHECKPOINT_RESTORE`), the host's pid namespace (pids from the kernel are looked up in
+//! `/proc`) and a kernel with BPF ring buffers (5.8+). User stacks are walked through frame
+//! pointers, as in Alloy's legacy engine: code built without them shows short stacks (a
+//! frame-pointer-less function such as most of libc hides its caller).
 //!
 //! ```no_run
 //! use std::sync::Arc;
