@@ -283,11 +283,7 @@ impl Enricher {
         let Some(copy) = index.by_value.get(value) else {
             return false;
         };
-        for l in copy {
-            if labels.get(&l.name) != Some(l.value.as_str()) {
-                labels.set(l.name.as_str(), l.value.as_str());
-            }
-        }
+        labels.merge(copy);
         true
     }
 }

@@ -309,9 +309,7 @@ pub fn join(processes: Vec<Target>, join: &[Target]) -> Vec<Target> {
         match matched {
             Some(container) => {
                 let mut labels = p.into_labels();
-                for l in container.labels() {
-                    labels.set(l.name.as_str(), l.value.as_str());
-                }
+                labels.merge(container.labels());
                 out.push(Target::new(labels));
             }
             None => out.push(p),
