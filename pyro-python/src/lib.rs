@@ -9,7 +9,8 @@
 //! (logged once, counted, native stacks kept). [`layout`] is written without `std` so that it
 //! can move into `pyro-ebpf-common`. [`ReferenceWalker`] reads a live process's frames through
 //! `/proc/PID/mem` with the same offsets and steps as the BPF walker (see [`walker`]): tests
-//! check it against py-spy, and the BPF port transcribes it.
+//! check it against py-spy, and the BPF port transcribes it. [`kernel`] finds where the BPF
+//! side reads a task's thread pointer (`task_struct.thread.fsbase`) from the kernel's BTF.
 //!
 //! ```
 //! use pyro_python::layout::{offsets_for, FrameModel, NONE};
@@ -34,11 +35,13 @@
 #![deny(missing_docs)]
 
 pub mod detect;
+pub mod kernel;
 pub mod layout;
 pub mod mem;
 pub mod walker;
 
 pub use detect::{DetectError, PyVersion, PythonModule, PythonProcess, detect, find_python_module};
+pub use kernel::{Btf, BtfError, thread_pointer_offset};
 pub use layout::{FrameModel, PyOffsets, PyProcConfig};
 pub use mem::{MemError, Memory, ProcMem};
 pub use walker::{PyFrame, PyStack, PySymbol, ReferenceWalker, ThreadStack, WalkError};

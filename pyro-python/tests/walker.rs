@@ -372,6 +372,48 @@ fn pyenv_other_versions() {
     }
 }
 
+/// Counts reads, to state the walk's cost in the BPF helper calls it will make.
+struct Counting<'a>(&'a dyn pyro_python::Memory, std::cell::Cell<(u32, usize)>);
+
+impl pyro_python::Memory for Counting<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), pyro_python::MemError> {
+        let (n, b) = self.1.get();
+        self.1.set((n + 1, b + buf.len()));
+        self.0.read(addr, buf)
+    }
+}
+
+/// Reads per sample on 3.11 without symbol interning: 3 to find the thread state, 2 for the top
+/// frame, 18 per frame (`previous`, `f_code`, code `ob_type`, and per name (3) the pointer,
+/// `ob_type`, `state`, `length` and the characters); 3.12+ also reads `owner` (19).
+#[test]
+fn reads_per_frame_311() {
+    if !can_read_memory() {
+        return;
+    }
+    let Some(py) = support::pyenv(11) else { return };
+    let w = start(&py, "idle", 3);
+    let pid = w.0.id();
+    let walker = walker(&py, pid);
+    let cfg = walker.process().config;
+    let mem = pyro_python::ProcMem::open(pid).expect("mem");
+    let counting = Counting(&mem, std::cell::Cell::new((0, 0)));
+    for t in walker.stacks().expect("walk") {
+        counting.1.set((0, 0));
+        let tstate =
+            pyro_python::walker::thread_state_from_tls(&counting, &cfg, t.thread_id).expect("tls");
+        assert_eq!(counting.1.get().0, 3);
+        let stack = pyro_python::walker::walk_thread(&counting, &cfg, tstate).expect("walk");
+        let (reads, bytes) = counting.1.get();
+        let frames = stack.frames.len() as u32;
+        assert_eq!(reads, 3 + 2 + 18 * frames, "{frames} frames");
+        eprintln!(
+            "{}: {frames} frames: {reads} reads, {bytes} bytes",
+            py.label
+        );
+    }
+}
+
 /// Versions outside the table (pyenv's 3.6 and 3.7 where installed) are detected as CPython and
 /// reported as unsupported, with the version.
 #[test]
