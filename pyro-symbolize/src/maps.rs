@@ -15,6 +15,11 @@ pub(crate) struct MapEntry {
 }
 
 impl MapEntry {
+    /// What identifies a mapping across re-reads: start, end, inode.
+    pub(crate) fn key(&self) -> (u64, u64, u64) {
+        (self.start, self.end, self.inode)
+    }
+
     /// Whether the mapping is backed by a file we can try to read symbols from.
     pub(crate) fn is_file(&self) -> bool {
         self.inode != 0 && self.path.starts_with('/')

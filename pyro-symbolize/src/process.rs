@@ -45,7 +45,14 @@ pub(crate) struct ProcessState {
 struct Inner {
     read_once: bool,
     mappings: Vec<Mapping>,
+    /// Re-reads of the maps (triggered by unmapped addresses) that found nothing new in a row.
+    fruitless: u32,
+    /// Calls with unmapped addresses to let pass before re-reading again.
+    skip: u32,
 }
+
+/// Most calls with unmapped addresses skipped between two fruitless re-reads.
+const MAX_SKIP: u32 = 256;
 
 impl ProcessState {
     pub(crate) fn new(pid: u32, proc_root: &std::path::Path) -> Self {
@@ -71,12 +78,28 @@ impl ProcessState {
                     inner.mappings[i].entry.start <= addr && addr < inner.mappings[i].entry.end
                 })
                 .or_else(|| find(&inner.mappings, addr));
-            if idx.is_none() && !refreshed {
+            if idx.is_none() && !refreshed && plausible_user_address(addr) {
                 // An address outside every known mapping: the process may have mapped something
-                // new (dlopen, JIT). Re-read the maps, at most once per call.
+                // new (dlopen, JIT). Re-read the maps, at most once per call, and back off when
+                // re-reads keep finding nothing new (garbage addresses from broken unwinding).
                 refreshed = true;
-                self.refresh(&mut inner, tables);
-                idx = find(&inner.mappings, addr);
+                if inner.skip > 0 {
+                    inner.skip -= 1;
+                } else {
+                    let before: Vec<(u64, u64, u64)> =
+                        inner.mappings.iter().map(|m| m.entry.key()).collect();
+                    self.refresh(&mut inner, tables);
+                    if inner.mappings.iter().map(|m| m.entry.key()).eq(before) {
+                        inner.fruitless = inner.fruitless.saturating_add(1);
+                        inner.skip = 1u32
+                            .checked_shl(inner.fruitless)
+                            .unwrap_or(MAX_SKIP)
+                            .min(MAX_SKIP);
+                    } else {
+                        inner.fruitless = 0;
+                    }
+                    idx = find(&inner.mappings, addr);
+                }
             }
             last = idx;
             let Some(i) = idx else {
@@ -203,6 +226,12 @@ impl ProcessState {
             })
             .collect();
     }
+}
+
+/// Whether `addr` could be a user-space code address (not the null page, not beyond the 47-bit
+/// (or 56-bit) canonical user range): only those are worth re-reading the maps for.
+fn plausible_user_address(addr: u64) -> bool {
+    (0x1000..0x0100_0000_0000_0000).contains(&addr)
 }
 
 fn find(mappings: &[Mapping], addr: u64) -> Option<usize> {

@@ -543,3 +543,30 @@ fn tables_are_shared_by_file_and_build_id_and_names_stored_once() {
     let again = first(&a, &ea);
     assert!(std::sync::Arc::ptr_eq(&fa.name, &again.name));
 }
+
+#[test]
+fn new_library_found_even_after_many_unmapped_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(exe) = build_c(dir.path(), true) else {
+        return;
+    };
+    let mut prog = Prog::spawn(Command::new(&exe));
+    prog.read_addrs();
+    let sym = symbolizer(Demangle::None);
+    // Plausible but unmapped addresses (as broken unwinding produces): re-reads find nothing new
+    // and back off.
+    for i in 0..50u64 {
+        let f = sym.symbolize_user(prog.pid(), &[0x1234_0000_0000 + i * 0x1000]);
+        assert_eq!(&*f[0].name, "[unknown]");
+    }
+    let lib = dir.path().join("libpyrolate.so");
+    prog.send(&format!("dlopen {}", lib.display()));
+    let late = prog.read_addrs();
+    // Backing off delays, never prevents, seeing the new mapping.
+    let calls = (1..=300)
+        .find(|_| sym.symbolize_user(prog.pid(), &[late[0].1])[0].resolved)
+        .expect("late_func never resolved");
+    let f = sym.symbolize_user(prog.pid(), &[late[0].1]).remove(0);
+    assert_eq!(&*f.name, "late_func");
+    eprintln!("resolved after {calls} calls");
+}
