@@ -401,18 +401,22 @@ pub fn detect_module(
         // `Py_Version` disagrees with the file name: trust neither.
         return Err(unsupported(version, false));
     }
-    let runtime = elf.symbols.runtime.ok_or_else(|| missing("_PyRuntime"))? + bias;
+    let runtime = elf
+        .symbols
+        .runtime
+        .ok_or_else(|| missing("_PyRuntime"))?
+        .wrapping_add(bias);
     let code_type = elf
         .symbols
         .code_type
         .ok_or_else(|| missing("PyCode_Type"))?
-        + bias;
+        .wrapping_add(bias);
     let unicode_type = elf
         .symbols
         .unicode_type
         .ok_or_else(|| missing("PyUnicode_Type"))?
-        + bias;
-    let tss_key_addr = runtime + u64::from(offsets.runtime_tss_key);
+        .wrapping_add(bias);
+    let tss_key_addr = runtime.wrapping_add(u64::from(offsets.runtime_tss_key));
     let (tss_key, tls_key0_data) = calibrate_tls(pid, mem, offsets, runtime, tss_key_addr)?;
     let config = PyProcConfig {
         runtime_addr: runtime,
@@ -445,7 +449,7 @@ pub fn read_tss_key(
     if initialized == 0 {
         return Ok(None);
     }
-    mem.read_u32(tss_key_addr + u64::from(offsets.tss_key))
+    mem.read_u32(tss_key_addr.wrapping_add(u64::from(offsets.tss_key)))
         .map(Some)
 }
 
@@ -455,15 +459,16 @@ pub fn thread_states(
     offsets: &PyOffsets,
     runtime: u64,
 ) -> Result<Vec<u64>, MemError> {
-    let interp = mem.read_u64(runtime + u64::from(offsets.runtime_interpreters_head))?;
+    let interp =
+        mem.read_u64(runtime.wrapping_add(u64::from(offsets.runtime_interpreters_head)))?;
     if interp == 0 {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    let mut t = mem.read_u64(interp + u64::from(offsets.interp_threads_head))?;
+    let mut t = mem.read_u64(interp.wrapping_add(u64::from(offsets.interp_threads_head)))?;
     while t != 0 && out.len() < MAX_THREADS && !out.contains(&t) {
         out.push(t);
-        t = mem.read_u64(t + u64::from(offsets.tstate_next))?;
+        t = mem.read_u64(t.wrapping_add(u64::from(offsets.tstate_next)))?;
     }
     Ok(out)
 }
@@ -491,7 +496,7 @@ fn calibrate_tls(
     }
     let mut tried = 0;
     for tstate in states {
-        let tp = mem.read_u64(tstate + u64::from(offsets.tstate_thread_id))?;
+        let tp = mem.read_u64(tstate.wrapping_add(u64::from(offsets.tstate_thread_id)))?;
         if tp == 0 {
             continue;
         }

@@ -171,11 +171,13 @@ pub fn top_frame(mem: &dyn Memory, cfg: &PyProcConfig, tstate: u64) -> Result<u6
     let model = cfg
         .frame_model()
         .ok_or(WalkError::BadFrameModel(o.frame_model))?;
-    let first = mem.read_u64(tstate + u64::from(o.tstate_frame))?;
+    let first = mem.read_u64(tstate.wrapping_add(u64::from(o.tstate_frame)))?;
     Ok(match model {
         FrameModel::FrameObject | FrameModel::Direct => first,
         FrameModel::CFrame if first == 0 => 0,
-        FrameModel::CFrame => mem.read_u64(first + u64::from(o.cframe_current_frame))?,
+        FrameModel::CFrame => {
+            mem.read_u64(first.wrapping_add(u64::from(o.cframe_current_frame)))?
+        }
     })
 }
 
@@ -196,9 +198,9 @@ pub fn walk_thread(
         if frame == 0 {
             return Ok(stack);
         }
-        let back = mem.read_u64(frame + u64::from(o.frame_back))?;
+        let back = mem.read_u64(frame.wrapping_add(u64::from(o.frame_back)))?;
         if o.frame_owner != NONE && o.owner_cstack != 0xff {
-            let owner = mem.read_u8(frame + u64::from(o.frame_owner))?;
+            let owner = mem.read_u8(frame.wrapping_add(u64::from(o.frame_owner)))?;
             if owner == o.owner_cstack {
                 frame = back;
                 continue;
@@ -222,11 +224,12 @@ pub fn walk_thread(
 /// Reads the symbol of one frame (steps 3–5).
 pub fn read_frame(mem: &dyn Memory, cfg: &PyProcConfig, frame: u64) -> Result<PySymbol, WalkError> {
     let o = &cfg.offsets;
-    let code = mem.read_u64(frame + u64::from(o.frame_code))?;
-    if code == 0 || mem.read_u64(code + u64::from(o.object_type))? != cfg.code_type_addr {
+    let code = mem.read_u64(frame.wrapping_add(u64::from(o.frame_code)))?;
+    if code == 0 || mem.read_u64(code.wrapping_add(u64::from(o.object_type)))? != cfg.code_type_addr
+    {
         return Err(WalkError::NotCode { addr: code });
     }
-    let field = |off: u16| mem.read_u64(code + u64::from(off));
+    let field = |off: u16| mem.read_u64(code.wrapping_add(u64::from(off)));
     let name = read_str(mem, cfg, field(o.code_name)?, MAX_NAME_BYTES, false)?;
     let file = read_str(mem, cfg, field(o.code_filename)?, MAX_FILE_BYTES, true)?;
     let qualname = if o.code_qualname == NONE {
@@ -262,23 +265,23 @@ fn read_class(
     frame: u64,
 ) -> Result<Option<String>, WalkError> {
     let o = &cfg.offsets;
-    let argcount = mem.read_u32(code + u64::from(o.code_argcount))? as i32;
+    let argcount = mem.read_u32(code.wrapping_add(u64::from(o.code_argcount)))? as i32;
     if argcount <= 0 {
         return Ok(None);
     }
-    let varnames = mem.read_u64(code + u64::from(o.code_varnames))?;
-    let first_name = mem.read_u64(varnames + u64::from(o.tuple_items))?;
+    let varnames = mem.read_u64(code.wrapping_add(u64::from(o.code_varnames)))?;
+    let first_name = mem.read_u64(varnames.wrapping_add(u64::from(o.tuple_items)))?;
     let arg = read_str(mem, cfg, first_name, 8, false)?;
-    let first = mem.read_u64(frame + u64::from(o.frame_localsplus))?;
+    let first = mem.read_u64(frame.wrapping_add(u64::from(o.frame_localsplus)))?;
     if first == 0 {
         return Ok(None);
     }
     let ty = match arg.as_str() {
-        "self" => mem.read_u64(first + u64::from(o.object_type))?,
+        "self" => mem.read_u64(first.wrapping_add(u64::from(o.object_type)))?,
         "cls" => first,
         _ => return Ok(None),
     };
-    let tp_name = mem.read_u64(ty + u64::from(o.type_name))?;
+    let tp_name = mem.read_u64(ty.wrapping_add(u64::from(o.type_name)))?;
     let name = read_c_str(mem, tp_name, MAX_CLASS_BYTES)?;
     // Static types are named `module.Class`; keep the class.
     Ok(Some(match name.rfind('.') {
@@ -296,11 +299,13 @@ pub fn read_str(
     from_end: bool,
 ) -> Result<String, WalkError> {
     let o = &cfg.offsets;
-    if obj == 0 || mem.read_u64(obj + u64::from(o.object_type))? != cfg.unicode_type_addr {
+    if obj == 0
+        || mem.read_u64(obj.wrapping_add(u64::from(o.object_type)))? != cfg.unicode_type_addr
+    {
         return Err(WalkError::NotString { addr: obj });
     }
-    let state = mem.read_u32(obj + u64::from(o.unicode_state))?;
-    let length = mem.read_u64(obj + u64::from(o.unicode_length))? as i64;
+    let state = mem.read_u32(obj.wrapping_add(u64::from(o.unicode_state)))?;
+    let length = mem.read_u64(obj.wrapping_add(u64::from(o.unicode_length)))? as i64;
     let kind = (state >> STATE_KIND_SHIFT) & STATE_KIND_MASK;
     if state & STATE_COMPACT_BIT == 0 {
         return Err(WalkError::NotCompact { addr: obj });
@@ -312,17 +317,16 @@ pub fn read_str(
             length,
         });
     }
-    let data = obj
-        + u64::from(if state & STATE_ASCII_BIT != 0 {
-            o.unicode_ascii_data
-        } else {
-            o.unicode_compact_data
-        });
+    let data = obj.wrapping_add(u64::from(if state & STATE_ASCII_BIT != 0 {
+        o.unicode_ascii_data
+    } else {
+        o.unicode_compact_data
+    }));
     let kind = kind as usize;
     let total = (length as u64).saturating_mul(kind as u64);
     let take = (total.min(max as u64) as usize) / kind * kind;
     let start = if from_end {
-        data + (total - take as u64)
+        data.wrapping_add(total - take as u64)
     } else {
         data
     };
@@ -361,7 +365,7 @@ fn read_c_str(mem: &dyn Memory, addr: u64, max: usize) -> Result<String, WalkErr
             out.extend_from_slice(&buf[..nul]);
             return Ok(String::from_utf8_lossy(&out).into_owned());
         }
-        at += buf.len() as u64;
+        at = at.wrapping_add(buf.len() as u64);
         out.extend_from_slice(&buf);
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
@@ -412,13 +416,15 @@ impl ReferenceWalker {
         let o = &cfg.offsets;
         let mut out = Vec::new();
         for tstate in detect::thread_states(&self.mem, o, cfg.runtime_addr)? {
-            let thread_id = self.mem.read_u64(tstate + u64::from(o.tstate_thread_id))?;
+            let thread_id = self
+                .mem
+                .read_u64(tstate.wrapping_add(u64::from(o.tstate_thread_id)))?;
             let native_thread_id = if o.tstate_native_thread_id == NONE {
                 None
             } else {
                 Some(
                     self.mem
-                        .read_u64(tstate + u64::from(o.tstate_native_thread_id))?,
+                        .read_u64(tstate.wrapping_add(u64::from(o.tstate_native_thread_id)))?,
                 )
             };
             let tls_tstate = match thread_state_from_tls(&self.mem, cfg, thread_id) {
@@ -659,9 +665,24 @@ mod tests {
         let stack = walk_thread(&m, &cfg, tstate).unwrap();
         assert_eq!(stack.frames.len(), MAX_PYTHON_FRAMES);
         assert!(stack.truncated);
-        // A frame pointer into unmapped memory is an error, not garbage.
+        // A frame pointer into unmapped memory is an error, not garbage, and pointers near the
+        // top of the address space do not overflow.
         m.put_u64(frame + u64::from(o.frame_back), 0x10);
         assert!(walk_thread(&m, &cfg, tstate).is_err());
+        m.put_u64(frame + u64::from(o.frame_back), u64::MAX - 2);
+        assert!(walk_thread(&m, &cfg, tstate).is_err());
+        m.put_u64(frame + u64::from(o.frame_back), 0);
+        m.put_u64(frame + u64::from(o.frame_code), u64::MAX - 4);
+        assert_eq!(
+            walk_thread(&m, &cfg, tstate).unwrap().frames,
+            [PyFrame::Unknown]
+        );
+        m.put_u64(frame + u64::from(o.frame_code), code);
+        m.put_u64(code + u64::from(o.code_name), u64::MAX - 1);
+        assert_eq!(
+            walk_thread(&m, &cfg, tstate).unwrap().frames,
+            [PyFrame::Unknown]
+        );
     }
 
     /// Before 3.11 the class comes from `self` / `cls`.
