@@ -72,6 +72,7 @@ pub(crate) struct ElfHeaders {
     file: File,
     cache: ReadCache<File>,
     build_id: Option<BuildId>,
+    has_symtab: bool,
 }
 
 impl std::fmt::Debug for ElfHeaders {
@@ -90,7 +91,7 @@ impl ElfHeaders {
             path: path.to_owned(),
             source,
         })?);
-        let build_id = match FileKind::parse(&cache) {
+        let (build_id, has_symtab) = match FileKind::parse(&cache) {
             Ok(FileKind::Elf64) => build_id::<elf::FileHeader64<Endianness>>(&cache, path)?,
             Ok(FileKind::Elf32) => build_id::<elf::FileHeader32<Endianness>>(&cache, path)?,
             _ => {
@@ -104,11 +105,18 @@ impl ElfHeaders {
             file,
             cache,
             build_id,
+            has_symtab,
         })
     }
 
     pub(crate) fn build_id(&self) -> Option<&BuildId> {
         self.build_id.as_ref()
+    }
+
+    /// Whether the file has a `.symtab` (else only exported `.dynsym` symbols: look for a
+    /// separate debug file).
+    pub(crate) fn has_symtab(&self) -> bool {
+        self.has_symtab
     }
 
     /// Reads the symbol tables.
@@ -154,12 +162,15 @@ fn malformed(path: &Path, e: object::read::Error) -> ElfError {
 fn build_id<Elf: FileHeader<Endian = Endianness>>(
     data: &ReadCache<File>,
     path: &Path,
-) -> Result<Option<BuildId>, ElfError> {
+) -> Result<(Option<BuildId>, bool), ElfError> {
     let header = Elf::parse(data).map_err(|e| malformed(path, e))?;
     let endian = header.endian().map_err(|e| malformed(path, e))?;
     let sections = header
         .sections(endian, data)
         .map_err(|e| malformed(path, e))?;
+    let has_symtab = sections
+        .iter()
+        .any(|s| s.sh_type(endian) == elf::SHT_SYMTAB && s.sh_size(endian).into() > 0);
     let mut go = None;
     for section in sections.iter() {
         if section.sh_type(endian) != elf::SHT_NOTE {
@@ -171,14 +182,14 @@ fn build_id<Elf: FileHeader<Endian = Endianness>>(
         };
         while let Ok(Some(note)) = notes.next() {
             if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
-                return Ok(Some(BuildId::Gnu(note.desc().into())));
+                return Ok((Some(BuildId::Gnu(note.desc().into())), has_symtab));
             }
             if note.name() == b"Go" && note.n_type(endian) == 4 {
                 go = Some(BuildId::Go(note.desc().into()));
             }
         }
     }
-    Ok(go)
+    Ok((go, has_symtab))
 }
 
 /// Where a string table is in the file. Symbol name offsets are `base + st_name`, so one `u32`
@@ -367,6 +378,13 @@ impl ElfSymbols {
             .find(inside)
             .or_else(|| self.segments.iter().find(inside))?;
         Some(offset - seg.offset + seg.vaddr)
+    }
+
+    /// Uses `other`'s `PT_LOAD` segments (a separate debug file's symbols with the mapped
+    /// binary's layout: `objcopy --only-keep-debug` need not keep file offsets).
+    pub(crate) fn with_segments_of(mut self, other: &ElfSymbols) -> Self {
+        self.segments = other.segments.clone();
+        self
     }
 
     /// The GNU build id, if the file has one.

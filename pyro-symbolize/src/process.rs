@@ -162,12 +162,20 @@ impl ProcessState {
             tables.by_file.insert(key, t.clone());
             return Some(t);
         }
+        let debug = match &build_id {
+            Some(BuildId::Gnu(id)) if !headers.has_symtab() => self.debug_file(id),
+            _ => None,
+        };
         let table = match headers.load(tables.demangle) {
-            Ok(t) => Arc::new(t),
+            Ok(t) => t,
             Err(error) => {
                 tracing::debug!(pid = self.pid, path = %path.display(), %error, "no symbols for mapping");
                 return None;
             }
+        };
+        let table = match debug.map(|d| d.load(tables.demangle)) {
+            Some(Ok(d)) if d.len() > table.len() => Arc::new(d.with_segments_of(&table)),
+            _ => Arc::new(table),
         };
         tracing::trace!(pid = self.pid, path = %path.display(), symbols = table.len(), "loaded symbols");
         if let Some(id) = build_id {
@@ -175,6 +183,28 @@ impl ProcessState {
         }
         tables.by_file.insert(key, table.clone());
         Some(table)
+    }
+
+    /// The separate debug file for GNU build id `id` in the process's file system
+    /// (`/usr/lib/debug/.build-id/ab/cdef….debug`, as Debian's `*-dbg`/`*-dbgsym` packages and
+    /// gdb lay them out), if present with the same build id.
+    fn debug_file(&self, id: &[u8]) -> Option<ElfHeaders> {
+        use std::fmt::Write;
+        let (first, rest) = id.split_first()?;
+        let mut name = String::with_capacity(id.len() * 2 + 6);
+        for b in rest {
+            let _ = write!(name, "{b:02x}");
+        }
+        name.push_str(".debug");
+        let path = self
+            .dir
+            .join("root/usr/lib/debug/.build-id")
+            .join(format!("{first:02x}"))
+            .join(name);
+        let file = File::open(&path).ok()?;
+        let headers = ElfHeaders::read(file, &path).ok()?;
+        let same = matches!(headers.build_id(), Some(BuildId::Gnu(d)) if **d == *id);
+        same.then_some(headers)
     }
 
     /// Opens the mapped file as the process sees it: through `/proc/PID/root/<path>` (works

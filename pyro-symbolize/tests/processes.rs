@@ -570,3 +570,56 @@ fn new_library_found_even_after_many_unmapped_addresses() {
     assert_eq!(&*f.name, "late_func");
     eprintln!("resolved after {calls} calls");
 }
+
+#[test]
+fn stripped_binary_uses_its_build_id_debug_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (Some(exe), Some(objcopy)) = (build_c(dir.path(), true), pyro_testkit::tool("objcopy"))
+    else {
+        return;
+    };
+    let debug = dir.path().join("prog.debug");
+    run(Command::new(&objcopy)
+        .arg("--only-keep-debug")
+        .arg(&exe)
+        .arg(&debug));
+    run(Command::new(&objcopy).arg("--strip-all").arg(&exe));
+    let id = pyro_symbolize::ElfSymbols::load(&exe, Demangle::None)
+        .unwrap()
+        .build_id()
+        .expect("gcc adds a GNU build id")
+        .to_vec();
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+
+    let mut prog = Prog::spawn(Command::new(&exe));
+    let expected = prog.read_addrs();
+    let beta = expected.iter().find(|e| e.0 == "beta_static").unwrap().1;
+    // Stripped: the static function is not in `.dynsym`, so only the module name is known.
+    let f = symbolizer(Demangle::None)
+        .symbolize_user(prog.pid(), &[beta])
+        .remove(0);
+    assert_eq!((&*f.name, f.resolved), ("prog_pie", false));
+
+    // A procfs view of the process whose root holds the debug file where gdb would look.
+    let proc = tempfile::tempdir().unwrap();
+    let pdir = proc.path().join(prog.pid().to_string());
+    let root = pdir.join("root");
+    let exe_in_root = root.join(exe.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(exe_in_root.parent().unwrap()).unwrap();
+    std::fs::hard_link(&exe, &exe_in_root).unwrap();
+    let debug_dir = root.join("usr/lib/debug/.build-id").join(&hex[..2]);
+    std::fs::create_dir_all(&debug_dir).unwrap();
+    std::fs::copy(&debug, debug_dir.join(format!("{}.debug", &hex[2..]))).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", prog.pid())).unwrap();
+    std::fs::write(pdir.join("maps"), maps).unwrap();
+
+    let sym = Symbolizer::new(SymbolizerConfig {
+        proc_root: proc.path().to_owned(),
+        ..SymbolizerConfig::default()
+    });
+    for name in ["alpha_work", "beta_static", "main"] {
+        let addr = expected.iter().find(|e| e.0 == name).unwrap().1;
+        let f = sym.symbolize_user(prog.pid(), &[addr, addr + 1]);
+        assert!(f.iter().all(|f| &*f.name == name && f.resolved), "{f:?}");
+    }
+}
