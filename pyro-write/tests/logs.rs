@@ -77,7 +77,10 @@ async fn secrets_never_appear_in_logs() {
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("retrying"), "logs were captured: {text}");
-    assert!(text.contains("try later"), "server messages are logged: {text}");
+    assert!(
+        text.contains("try later"),
+        "server messages are logged: {text}"
+    );
     for secret in [
         "BEARER-SECRET",
         "HEADER-SECRET",

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::{fast_retry, profile};
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use pyro_core::{AppendErrorKind, Receiver};
 use pyro_write::{AppendMode, EndpointConfig, TlsConfig, WriteMetrics, Writer, WriterConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -67,6 +67,8 @@ struct TlsServer {
     requests: Arc<AtomicUsize>,
     /// Per TLS connection: whether the client presented a certificate.
     client_certs: Arc<Mutex<Vec<bool>>>,
+    /// Per TLS connection: the negotiated ALPN protocol.
+    alpn: Arc<Mutex<Vec<String>>>,
 }
 
 async fn tls_server(pki: &Pki) -> TlsServer {
@@ -89,18 +91,20 @@ async fn tls_server(pki: &Pki) -> TlsServer {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
         )
         .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
     let client_certs: Arc<Mutex<Vec<bool>>> = Arc::default();
-    let (reqs, certs) = (requests.clone(), client_certs.clone());
+    let alpn: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (reqs, certs, protos) = (requests.clone(), client_certs.clone(), alpn.clone());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let reqs = reqs.clone();
             let certs = certs.clone();
+            let protos = protos.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -109,11 +113,15 @@ async fn tls_server(pki: &Pki) -> TlsServer {
                     .lock()
                     .unwrap()
                     .push(tls.get_ref().1.peer_certificates().is_some());
+                protos.lock().unwrap().push(
+                    String::from_utf8_lossy(tls.get_ref().1.alpn_protocol().unwrap_or_default())
+                        .into_owned(),
+                );
                 let svc = service_fn(move |_req| {
                     reqs.fetch_add(1, Ordering::Relaxed);
                     async { Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::new()))) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;
             });
@@ -123,6 +131,7 @@ async fn tls_server(pki: &Pki) -> TlsServer {
         url: format!("https://127.0.0.1:{}", addr.port()),
         requests,
         client_certs,
+        alpn,
     }
 }
 
@@ -160,6 +169,11 @@ async fn private_ca_with_server_name_and_client_certificate() {
     push(endpoint(&server.url, tls)).await.unwrap();
     assert_eq!(server.requests.load(Ordering::Relaxed), 1);
     assert_eq!(*server.client_certs.lock().unwrap(), [true]);
+    assert_eq!(
+        *server.alpn.lock().unwrap(),
+        ["h2"],
+        "HTTP/2 negotiated over TLS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
