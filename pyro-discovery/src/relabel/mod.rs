@@ -563,27 +563,38 @@ impl Compiled {
             }
             Action::Replace => {
                 let val = self.source_value(labels, buf);
+                // A target without `$` is a literal, checked when the rule was compiled.
+                let literal = !self.target_label.contains('$');
                 let mut target = String::new();
                 scratch.clear();
                 match &self.regex {
                     None => {
-                        self.target.expand_whole(val, &mut target);
+                        if !literal {
+                            self.target.expand_whole(val, &mut target);
+                        }
                         self.replacement.expand_whole(val, scratch);
                     }
                     Some(re) => {
                         let Some(caps) = re.captures(val) else {
                             return true;
                         };
-                        self.target.expand_into(&caps, &mut target);
+                        if !literal {
+                            self.target.expand_into(&caps, &mut target);
+                        }
                         self.replacement.expand_into(&caps, scratch);
                     }
                 }
-                if !names.is_valid(&target) {
+                let target = if literal {
+                    self.target_label.as_str()
+                } else {
+                    target.as_str()
+                };
+                if !names.is_valid(target) {
                     return true;
                 }
                 if scratch.is_empty() {
-                    labels.remove(&target);
-                } else if labels.get(&target) != Some(scratch.as_str()) {
+                    labels.remove(target);
+                } else if labels.get(target) != Some(scratch.as_str()) {
                     labels.set(target, scratch.as_str());
                 }
                 true
