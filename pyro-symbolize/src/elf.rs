@@ -353,8 +353,7 @@ impl ElfSymbols {
                 };
                 // Names cut by the window end are left for the one-by-one path.
                 if let Some(nul) = tail.iter().position(|&b| b == 0) {
-                    let raw = String::from_utf8_lossy(&tail[..nul]);
-                    let _ = self.display[i].set(Arc::from(demangle(&raw, self.demangle).as_ref()));
+                    let _ = self.display[i].set(display(&tail[..nul], self.demangle));
                 }
             }
             k = end;
@@ -470,12 +469,21 @@ impl ElfSymbols {
         if let Some(name) = cell.get() {
             return Some(name);
         }
-        let raw = self.raw_name(i)?;
-        let raw = String::from_utf8_lossy(&raw);
-        let name: Arc<str> = Arc::from(demangle(&raw, self.demangle).as_ref());
+        let name = display(&self.raw_name(i)?, self.demangle);
         // A concurrent lookup may have set it first; either value is the same name.
         Some(cell.get_or_init(|| name))
     }
+}
+
+/// The display name of raw symbol name `raw`: symbol versions (`memcpy@@GLIBC_2.14`, found in
+/// `.symtab`s of debug files) dropped, then demangled per `mode`.
+fn display(raw: &[u8], mode: Demangle) -> Arc<str> {
+    let raw = match raw.iter().position(|&b| b == b'@') {
+        Some(at) if at > 0 => &raw[..at],
+        _ => raw,
+    };
+    let raw = String::from_utf8_lossy(raw);
+    Arc::from(demangle(&raw, mode).as_ref())
 }
 
 /// A candidate symbol while loading.
