@@ -67,6 +67,15 @@ fn walker(py: &Python, pid: u32) -> ReferenceWalker {
         py.label
     );
     assert!(p.version.patch.is_some(), "{}: no patch level", py.label);
+    eprintln!(
+        "{}: CPython {} in {} (bias {:#x}), key {}, key 0 data at tp+{:#x}",
+        py.label,
+        p.version,
+        p.module.path.display(),
+        p.bias,
+        p.tss_key,
+        p.config.tls_key0_data
+    );
     assert_eq!(
         p.module.path.canonicalize().ok(),
         py.interpreter.canonicalize().ok(),
