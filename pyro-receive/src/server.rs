@@ -53,6 +53,10 @@ pub struct Config {
     /// The largest decompressed size of a body sent with `Content-Encoding: gzip` and of each
     /// pprof payload, in bytes. Decompression stops there (gzip bombs cost at most this much
     /// memory). Default 16 MiB ([`DEFAULT_MAX_DECODED_SIZE`]).
+    ///
+    /// Together these bound one request's memory to about `max_request_body_size + 2 ×
+    /// max_decoded_size` (the inflated body and the largest payload decoded from it); the
+    /// server's peak is that times the requests in flight, which `conn_limit` caps.
     pub max_decoded_size: usize,
 }
 
