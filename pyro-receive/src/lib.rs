@@ -20,6 +20,23 @@
 //!   timeouts; [`ServerHandle::shutdown`] lets in-flight requests finish ([`Config`]).
 //! - Metrics in the host's `prometheus_client` registry ([`ReceiveMetrics`]).
 //!
+//! Where it deliberately differs from Pyroscope and Alloy:
+//!
+//! | situation | Pyroscope / Alloy | here |
+//! |---|---|---|
+//! | `raw_profile` is not a pprof (bad protobuf, broken gzip) | Pyroscope: `unknown` 500, so clients retry garbage | `invalid_argument` 400 naming the series and sample |
+//! | forwarding fails | Alloy: always `internal` 500 | the [`pyro_core::AppendErrorKind`]: bad input 400, `unavailable` 503, `resource_exhausted` 429, `internal` 500 |
+//! | body over the limit | Pyroscope Push: `resource_exhausted` 429 (retried); Alloy: no limit | 413 with `invalid_argument` (not retried) |
+//! | `/ingest` with `format=jfr`, `trie`, `tree`, `speedscope` | parsed | 415 naming the supported formats |
+//! | `/ingest` with an unknown `format` | parsed as folded | 400 |
+//! | multipart `/ingest` without a `profile` part | 200, nothing stored | 400 |
+//! | `Content-Encoding: gzip` on `/ingest` | not decoded | decoded (capped) |
+//! | Push series without `service_name` | Alloy: `service_name = __name__` (`process_cpu`) | `service_name = unknown_service`, as Pyroscope's distributor |
+//! | Push series with `service_name` | Alloy: adds `app_name = __name__` | left as sent |
+//!
+//! Not served: gRPC and gRPC-Web on the Push path (HTTP/2), the debug-info upload service,
+//! TLS, and tenants (`X-Scope-OrgID` is not read; put a tenant-aware receiver downstream).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use pyro_core::{AppendError, DynReceiver, Profile, Receiver};
