@@ -64,13 +64,57 @@ pub(crate) enum BuildId {
     Go(Arc<[u8]>),
 }
 
+/// Positioned reads from where an ELF image lives: a file, or memory (the vDSO).
+pub(crate) trait ReadAt: Send + Sync {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset)? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReadAt for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
+/// An ELF image in memory.
+struct Memory(Arc<[u8]>);
+
+impl ReadAt for Memory {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let tail = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.0.get(o..))
+            .unwrap_or(&[]);
+        let n = tail.len().min(buf.len());
+        buf[..n].copy_from_slice(&tail[..n]);
+        Ok(n)
+    }
+}
+
+/// Sequential reads for `object`'s [`ReadCache`].
+trait ReadSeek: std::io::Read + std::io::Seek + Send {}
+impl<T: std::io::Read + std::io::Seek + Send> ReadSeek for T {}
+type Cache = ReadCache<Box<dyn ReadSeek>>;
+
 /// Headers of an ELF file read so far: enough to get its build id before deciding whether its
 /// symbols need loading at all.
 pub(crate) struct ElfHeaders {
     path: PathBuf,
     /// Kept by the loaded table to read names on demand; headers and symbols go through `cache`.
-    file: File,
-    cache: ReadCache<File>,
+    file: Arc<dyn ReadAt>,
+    cache: Cache,
     build_id: Option<BuildId>,
     has_symtab: bool,
 }
@@ -87,10 +131,22 @@ impl std::fmt::Debug for ElfHeaders {
 impl ElfHeaders {
     /// Reads the ELF header and notes of `file`; `path` is for messages only.
     pub(crate) fn read(file: File, path: &Path) -> Result<Self, ElfError> {
-        let cache = ReadCache::new(file.try_clone().map_err(|source| ElfError::Open {
-            path: path.to_owned(),
-            source,
-        })?);
+        let cache: Cache = ReadCache::new(Box::new(file.try_clone().map_err(|source| {
+            ElfError::Open {
+                path: path.to_owned(),
+                source,
+            }
+        })?));
+        Self::parse(Arc::new(file), cache, path)
+    }
+
+    /// Like [`read`](Self::read) for an image in memory; `name` is for messages only.
+    pub(crate) fn from_memory(bytes: Arc<[u8]>, name: &Path) -> Result<Self, ElfError> {
+        let cache: Cache = ReadCache::new(Box::new(std::io::Cursor::new(bytes.clone())));
+        Self::parse(Arc::new(Memory(bytes)), cache, name)
+    }
+
+    fn parse(file: Arc<dyn ReadAt>, cache: Cache, path: &Path) -> Result<Self, ElfError> {
         let (build_id, has_symtab) = match FileKind::parse(&cache) {
             Ok(FileKind::Elf64) => build_id::<elf::FileHeader64<Endianness>>(&cache, path)?,
             Ok(FileKind::Elf32) => build_id::<elf::FileHeader32<Endianness>>(&cache, path)?,
@@ -160,7 +216,7 @@ fn malformed(path: &Path, e: object::read::Error) -> ElfError {
 }
 
 fn build_id<Elf: FileHeader<Endian = Endianness>>(
-    data: &ReadCache<File>,
+    data: &Cache,
     path: &Path,
 ) -> Result<(Option<BuildId>, bool), ElfError> {
     let header = Elf::parse(data).map_err(|e| malformed(path, e))?;
@@ -242,7 +298,7 @@ pub struct ElfSymbols {
     display: Box<[OnceLock<Arc<str>>]>,
     /// Names are read from the file when a symbol is first looked up (then kept in `display`):
     /// big binaries' string tables (20 MB for `librustc_driver`) are never held in memory.
-    file: File,
+    file: Arc<dyn ReadAt>,
     strtabs: Box<[StrTab]>,
     segments: Box<[LoadSegment]>,
     build_id: Option<BuildId>,
@@ -276,6 +332,16 @@ impl ElfSymbols {
     /// Like [`load`](Self::load) from an already open file; `path` is used in errors only.
     pub fn from_file(file: File, path: &Path, demangle: Demangle) -> Result<Self, ElfError> {
         ElfHeaders::read(file, path)?.load(demangle)
+    }
+
+    /// Like [`load`](Self::load) for an ELF image in memory (such as a process's vDSO, read
+    /// from `/proc/PID/mem`); `name` is used in errors only.
+    pub fn from_bytes(
+        bytes: impl Into<Arc<[u8]>>,
+        name: &Path,
+        demangle: Demangle,
+    ) -> Result<Self, ElfError> {
+        ElfHeaders::from_memory(bytes.into(), name)?.load(demangle)
     }
 
     /// The display name of the function containing ELF virtual address `vaddr`.
@@ -313,7 +379,6 @@ impl ElfSymbols {
     /// Reads the names of symbols `missing` (`(name offset, index)`, sorted) from lazily read
     /// string tables through one reused window buffer, storing their display names.
     fn prefetch_names(&self, missing: &[(u32, usize)]) {
-        use std::os::unix::fs::FileExt;
         /// Largest read; names are gathered into runs that fit.
         const WINDOW: u64 = 64 * 1024;
         /// Bytes read past a run's last name start, enough for most names.
@@ -428,7 +493,6 @@ impl ElfSymbols {
 
     /// Reads the NUL-terminated name of symbol `i` from its string table.
     fn raw_name(&self, i: usize) -> Option<std::borrow::Cow<'_, [u8]>> {
-        use std::os::unix::fs::FileExt;
         let name = self.entries[i].name;
         let tab = self.strtabs.iter().rev().find(|t| t.base <= name)?;
         let start = u64::from(name - tab.base);
@@ -499,12 +563,11 @@ struct Candidate {
 /// Calls `f` on each symbol of the table at `offset..offset + size`, reading it in chunks (no
 /// table-sized buffer; big binaries have megabytes of symbols).
 fn for_each_symbol<Elf: FileHeader>(
-    file: &File,
+    file: &dyn ReadAt,
     offset: u64,
     size: u64,
     mut f: impl FnMut(&Elf::Sym),
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
     let entry = std::mem::size_of::<Elf::Sym>();
     // u64 backing keeps the buffer aligned for the symbol structs.
     let mut backing = vec![0u64; 64 * 1024 / 8];
@@ -529,8 +592,8 @@ fn bytemuck_bytes(v: &mut [u64]) -> &mut [u8] {
 }
 
 fn load<Elf: FileHeader<Endian = Endianness>>(
-    data: &ReadCache<File>,
-    file: &File,
+    data: &Cache,
+    file: &Arc<dyn ReadAt>,
     path: &Path,
     demangle: Demangle,
     inline: u64,
@@ -602,7 +665,6 @@ fn load<Elf: FileHeader<Endian = Endianness>>(
         next_base = u64::from(end) + 1;
         let data = (str_size <= inline)
             .then(|| {
-                use std::os::unix::fs::FileExt;
                 let mut buf = vec![0u8; str_size as usize];
                 file.read_exact_at(&mut buf, str_offset).ok()?;
                 Some(buf.into_boxed_slice())
@@ -615,7 +677,7 @@ fn load<Elf: FileHeader<Endian = Endianness>>(
             data,
         });
         let before = candidates.len();
-        let read = for_each_symbol::<Elf>(file, sym_offset, sym_size, |sym| {
+        let read = for_each_symbol::<Elf>(&**file, sym_offset, sym_size, |sym| {
             let st_type = sym.st_type();
             if st_type != elf::STT_FUNC && st_type != elf::STT_GNU_IFUNC {
                 return;
@@ -677,10 +739,7 @@ fn load<Elf: FileHeader<Endian = Endianness>>(
         addrs,
         entries,
         display,
-        file: file.try_clone().map_err(|source| ElfError::Open {
-            path: path.to_owned(),
-            source,
-        })?,
+        file: file.clone(),
         strtabs: strtabs.into_boxed_slice(),
         segments: segments.into_boxed_slice(),
         build_id: None,

@@ -140,26 +140,33 @@ impl ProcessState {
 
     /// Finds (through the caches) or loads the symbols of a mapped file.
     fn load(&self, e: &MapEntry, tables: &Tables<'_>) -> Option<Arc<ElfSymbols>> {
-        if !e.is_file() {
-            return None;
-        }
         let key = (e.dev, e.inode);
-        if let Some(t) = tables.by_file.get(&key) {
-            return Some(t);
-        }
-        let (file, path) = self.open(e)?;
-        let headers = match ElfHeaders::read(file, &path) {
-            Ok(h) => h,
-            Err(error) => {
-                tracing::debug!(pid = self.pid, path = %path.display(), %error, "no symbols for mapping");
+        let (headers, path) = if e.path == "[vdso]" {
+            self.vdso(e)?
+        } else {
+            if !e.is_file() {
                 return None;
+            }
+            if let Some(t) = tables.by_file.get(&key) {
+                return Some(t);
+            }
+            let (file, path) = self.open(e)?;
+            match ElfHeaders::read(file, &path) {
+                Ok(h) => (h, path),
+                Err(error) => {
+                    tracing::debug!(pid = self.pid, path = %path.display(), %error, "no symbols for mapping");
+                    return None;
+                }
             }
         };
         let build_id = headers.build_id().cloned();
+        let is_file = e.is_file();
         if let Some(id) = &build_id
             && let Some(t) = tables.by_build_id.get(id)
         {
-            tables.by_file.insert(key, t.clone());
+            if is_file {
+                tables.by_file.insert(key, t.clone());
+            }
             return Some(t);
         }
         let debug = match &build_id {
@@ -181,8 +188,32 @@ impl ProcessState {
         if let Some(id) = build_id {
             tables.by_build_id.insert(id, table.clone());
         }
-        tables.by_file.insert(key, table.clone());
+        if is_file {
+            tables.by_file.insert(key, table.clone());
+        }
         Some(table)
+    }
+
+    /// The process's vDSO image, read from `/proc/PID/mem` (the kernel's image has a GNU build
+    /// id, so all processes share one table through the build-id cache).
+    fn vdso(&self, e: &MapEntry) -> Option<(ElfHeaders, PathBuf)> {
+        use std::os::unix::fs::FileExt;
+        /// vDSOs are a few pages; refuse anything odd.
+        const MAX_VDSO: u64 = 1 << 20;
+        let len = e.end - e.start;
+        if len > MAX_VDSO {
+            return None;
+        }
+        let path = self.dir.join("mem");
+        let mem = File::open(&path).ok()?;
+        let mut bytes = vec![0u8; len as usize];
+        if let Err(error) = mem.read_exact_at(&mut bytes, e.start) {
+            tracing::debug!(pid = self.pid, %error, "cannot read the vdso");
+            return None;
+        }
+        let name = PathBuf::from("[vdso]");
+        let headers = ElfHeaders::from_memory(bytes.into(), &name).ok()?;
+        Some((headers, name))
     }
 
     /// The separate debug file for GNU build id `id` in the process's file system

@@ -623,3 +623,46 @@ fn stripped_binary_uses_its_build_id_debug_file() {
         assert!(f.iter().all(|f| &*f.name == name && f.resolved), "{f:?}");
     }
 }
+
+const VDSO_PROG: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+int main(void) {
+    void *vdso = dlopen("linux-vdso.so.1", RTLD_LAZY | RTLD_NOLOAD);
+    const char *names[] = {"__vdso_clock_gettime", "__vdso_gettimeofday", "__vdso_getcpu"};
+    for (int i = 0; vdso && i < 3; i++) {
+        void *f = dlsym(vdso, names[i]);
+        if (f) printf("%s %lx\n", names[i], (unsigned long)f);
+    }
+    printf("ready\n");
+    fflush(stdout);
+    while (getchar() != EOF) {}
+    return 0;
+}
+"#;
+
+#[test]
+fn vdso_functions_resolve_from_process_memory() {
+    let Some(gcc) = pyro_testkit::tool("gcc") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(dir.path(), "vdso.c", VDSO_PROG);
+    let exe = dir.path().join("vdsoprog");
+    run(Command::new(gcc).arg("-o").arg(&exe).arg(&src).arg("-ldl"));
+    let mut prog = Prog::spawn(Command::new(&exe));
+    // The dynamic linker's own view of the vDSO's exports is the reference.
+    let expected = prog.read_addrs();
+    assert!(!expected.is_empty(), "no vDSO symbols found by dlsym");
+    let sym = symbolizer(Demangle::None);
+    for (name, addr) in &expected {
+        for f in sym.symbolize_user(prog.pid(), &[*addr, addr + 1]) {
+            // The vDSO exports each function twice (`clock_gettime` weak, `__vdso_clock_gettime`
+            // global); among symbols at one address the global one is preferred.
+            assert_eq!(&*f.name, name, "{f:?}");
+            assert_eq!(&*f.module, "[vdso]");
+            assert!(f.resolved);
+        }
+    }
+}
