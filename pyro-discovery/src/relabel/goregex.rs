@@ -15,7 +15,8 @@
 //!
 //! [`translate`] rewrites a Go pattern into an equivalent Rust pattern and reports what Go
 //! would refuse. Capture groups come out unnamed; their Go names are returned separately, so
-//! names Rust would refuse (`(?P<1x>…)`) still work in replacement templates.
+//! names Rust would refuse (`(?P<1x>…)`, a name used twice) still work in replacement
+//! templates.
 
 /// A translated pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,9 +155,6 @@ impl<'a> Parser<'a> {
                     &rest[..prefix + end]
                 ));
             }
-            if self.names.iter().any(|(n, _)| n == name) {
-                return Err(format!("duplicate capture group name `{name}`"));
-            }
             self.groups += 1;
             self.names.push((name.to_owned(), self.groups));
             self.skip_bytes(prefix + end + 1);
@@ -235,6 +233,11 @@ impl<'a> Parser<'a> {
                 }
             }
             let lo = self.class_item(c)?;
+            if let ClassItem::Set(set) = lo {
+                // `\d`, `\pL`… never start a range: in Go, `[\d-z]` is digits, `-` and `z`.
+                self.out.push_str(&set);
+                continue;
+            }
             // A range `lo-hi`, unless the `-` is the last character of the class.
             if self.peek() == Some('-') && !self.rest().starts_with("-]") {
                 self.next();
@@ -305,10 +308,12 @@ impl<'a> Parser<'a> {
             }
             'Q' => {
                 let rest = self.rest();
-                let (lit, skip) = match rest.find("\\E") {
-                    Some(end) => (&rest[..end], end + 2),
-                    None => (rest, rest.len()),
+                // Unterminated, `\Q` would swallow the `)$` Alloy wraps every rule in, so Go
+                // reports a missing `)`.
+                let Some(end) = rest.find("\\E") else {
+                    return Err("missing closing ) (unterminated \\Q)".to_owned());
                 };
+                let (lit, skip) = (&rest[..end], end + 2);
                 let escaped = regex::escape(lit);
                 self.skip_bytes(skip);
                 self.out.push_str(&escaped);
@@ -487,7 +492,6 @@ mod tests {
     fn go_only_escapes() {
         assert!(matches(r"\<a\>", "<a>"));
         assert!(matches(r"\Q.*+\E", ".*+"));
-        assert!(matches(r"\Qa.b", "a.b"));
         assert!(matches(r"\101", "A"));
         assert!(matches(r"\x41\x{42}", "AB"));
         assert!(matches(r"\p{^Greek}", "a"));
@@ -512,15 +516,24 @@ mod tests {
             r"\8",
             r"\e",
             "[a",
-            "(?P<a>x)(?P<a>y)",
             "(?P<a-b>x)",
             "[z-a]",
-            r"[\d-z]",
+            r"[a-\d]",
+            r"\Qa.b",
         ] {
             assert!(translate(bad).is_err(), "{bad:?} should be rejected");
         }
         for good in [
-            "a*?", "(a*)*", "a{2}?", "(?i)a", "(?i-s:a)", "(?U)a*", "(?:a)", "(?)a",
+            "a*?",
+            "(a*)*",
+            "a{2}?",
+            "(?i)a",
+            "(?i-s:a)",
+            "(?U)a*",
+            "(?:a)",
+            "(?)a",
+            "(?P<a>x)(?P<a>y)",
+            r"[\d-z]",
         ] {
             assert!(translate(good).is_ok(), "{good:?} should be accepted");
         }

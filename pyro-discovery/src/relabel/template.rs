@@ -12,8 +12,9 @@ use regex::Captures;
 enum Segment {
     Literal(String),
     Group(usize),
-    /// A named reference to a group that does not exist: always empty.
-    Missing,
+    /// A named reference: the groups with that name (Go allows a name twice); the first that
+    /// took part in the match is used. Empty when the name does not exist.
+    Named(Vec<usize>),
 }
 
 /// A template parsed once, expanded per match.
@@ -46,10 +47,13 @@ impl Template {
             }
             segments.push(match group_number(name) {
                 Some(n) => Segment::Group(n),
-                None => names
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or(Segment::Missing, |&(_, i)| Segment::Group(i)),
+                None => Segment::Named(
+                    names
+                        .iter()
+                        .filter(|(n, _)| n == name)
+                        .map(|&(_, i)| i)
+                        .collect(),
+                ),
             });
         }
         lit.push_str(rest);
@@ -69,7 +73,11 @@ impl Template {
                         out.push_str(m.as_str());
                     }
                 }
-                Segment::Missing => {}
+                Segment::Named(groups) => {
+                    if let Some(m) = groups.iter().find_map(|&i| caps.get(i)) {
+                        out.push_str(m.as_str());
+                    }
+                }
             }
         }
     }
@@ -81,7 +89,7 @@ impl Template {
             match s {
                 Segment::Literal(l) => out.push_str(l),
                 Segment::Group(0 | 1) => out.push_str(val),
-                Segment::Group(_) | Segment::Missing => {}
+                Segment::Group(_) | Segment::Named(_) => {}
             }
         }
     }
@@ -154,5 +162,9 @@ mod tests {
             "a.b"
         );
         assert_eq!(expand("^(a)?b$", &[], "[$1]", "b"), "[]");
+        // A name used twice: the first group that took part.
+        let twice = [("n", 1), ("n", 2)];
+        assert_eq!(expand("^(?:(a)|(b))$", &twice, "$n", "b"), "b");
+        assert_eq!(expand("^(a)(b)$", &twice, "$n", "ab"), "a");
     }
 }
