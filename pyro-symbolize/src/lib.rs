@@ -11,6 +11,12 @@
 //! (or `/proc/PID/map_files`), so processes in containers and other mount namespaces work.
 //! Kernel addresses are looked up in `/proc/kallsyms` ([`KernelSymbols`]).
 //!
+//! Binaries without `.symtab` (stripped, with only exported `.dynsym` symbols) use their separate
+//! debug file from `/usr/lib/debug/.build-id/` (inside the process's root) when installed. The
+//! vDSO is read from `/proc/PID/mem`. Go binaries resolve through their `.symtab` (stripped Go
+//! binaries are not: `.gopclntab` is not read); MiniDebugInfo (`.gnu_debugdata`), DWARF,
+//! perf maps of JIT runtimes and interpreters are not used.
+//!
 //! Caches follow Alloy's `pyroscope.ebpf` knobs: pid → process state (`pid_cache_size`), GNU/Go
 //! build id → symbol table (`build_id_cache_size`), file `(dev, inode)` → symbol table
 //! (`same_file_cache_size`). Names are demangled per [`Demangle`] once per symbol and stored.
