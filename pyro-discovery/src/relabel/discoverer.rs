@@ -10,7 +10,9 @@ use super::RelabelRules;
 /// Applies [`RelabelRules`] to every target set another [`Discoverer`] yields.
 ///
 /// Targets a rule drops are removed from the set. As in Alloy's `discovery.relabel` (and unlike
-/// Prometheus), a target whose labels all get removed is still emitted, with no labels.
+/// Prometheus), a target whose labels all get removed is still emitted, with no labels. Which
+/// label names the rules may write is the [`NameValidation`](super::NameValidation) the rules
+/// were compiled with: `Legacy` by default, `Utf8` to match Alloy ≥ 1.11's `discovery.relabel`.
 ///
 /// ```
 /// use pyro_core::{Discoverer, Labels, StaticDiscoverer, Target};
