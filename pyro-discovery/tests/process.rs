@@ -53,6 +53,14 @@ fn exe_of(pid: u32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
+/// Whether `pid` has finished exec'ing `sleep <arg>`: the exe link and the argument area change
+/// at slightly different moments, so wait for both.
+fn is_sleep(pid: u32, arg: &str) -> bool {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    exe_of(pid).as_deref() == Some(sleep_path().as_path())
+        && cmdline.ends_with(format!("{arg}\0").as_bytes())
+}
+
 #[test]
 fn discovers_a_child_process() {
     let cwd = tempfile::tempdir().unwrap();
@@ -66,9 +74,7 @@ fn discovers_a_child_process() {
             .unwrap(),
     );
     let pid = child.0.id();
-    wait_for("exec", || {
-        exe_of(pid).as_deref() == Some(sleep_path().as_path())
-    });
+    wait_for("exec", || is_sleep(pid, "3600"));
 
     let config = ProcessDiscoveryConfig {
         discover_config: DiscoverConfig {
@@ -139,9 +145,7 @@ fn discovers_a_process_in_another_mount_namespace() {
     );
     let pid = child.0.id();
     let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
-    wait_for("unshare to exec sleep", || {
-        exe_of(pid).as_deref() == Some(sleep_path().as_path())
-    });
+    wait_for("unshare to exec sleep", || is_sleep(pid, "3601"));
     // The set-up is what the test claims: a different mount namespace.
     assert_ne!(ns(&pid.to_string()), ns("self"));
 
@@ -211,6 +215,7 @@ fn discovers_the_container_id_of_a_process_in_a_container_cgroup() {
 
     let child = Reaped(Command::new(sleep_path()).arg("3602").spawn().unwrap());
     let pid = child.0.id();
+    wait_for("exec", || is_sleep(pid, "3602"));
     fs::write(dir.0.join("cgroup.procs"), pid.to_string()).unwrap();
     let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(cgroup.contains(&id), "set-up failed: {cgroup}");
