@@ -16,7 +16,8 @@
 //!   ([`labels`] says why and what happens instead).
 //! - Errors are Connect's JSON `{"code","message"}` ([`RequestError`]); bad input is never
 //!   reported as a downstream failure, and downstream failures keep their kind.
-//! - Limits: body size, decompressed size (gzip bombs stop there), connections, read
+//! - Limits: body size, decompressed size (gzip bombs stop there), requests in flight,
+//!   connections, read
 //!   timeouts; [`ServerHandle::shutdown`] lets in-flight requests finish ([`Config`]).
 //! - Metrics in the host's `prometheus_client` registry ([`ReceiveMetrics`]).
 //!

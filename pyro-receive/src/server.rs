@@ -56,8 +56,12 @@ pub struct Config {
     ///
     /// Together these bound one request's memory to about `max_request_body_size + 2 ×
     /// max_decoded_size` (the inflated body and the largest payload decoded from it); the
-    /// server's peak is that times the requests in flight, which `conn_limit` caps.
+    /// server's peak is that times `max_concurrent_requests`.
     pub max_decoded_size: usize,
+    /// The most requests read and parsed at once (across all connections); a request beyond
+    /// waits for a slot up to `server_read_timeout`, then gets 429 `resource_exhausted`
+    /// (retryable). This is what bounds the server's memory; `0` means no limit. Default 64.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             graceful_shutdown_timeout: Duration::from_secs(30),
             max_request_body_size: 16 << 20,
             max_decoded_size: DEFAULT_MAX_DECODED_SIZE,
+            max_concurrent_requests: 64,
         }
     }
 }
@@ -211,7 +216,12 @@ impl Server {
             .connections_limit
             .set(i64::try_from(limit).unwrap_or(i64::MAX));
         let slots = Arc::new(Semaphore::new(limit));
+        let requests = match self.config.max_concurrent_requests {
+            0 => Semaphore::MAX_PERMITS,
+            n => n.min(Semaphore::MAX_PERMITS),
+        };
         let state = Arc::new(State {
+            requests: Semaphore::new(requests),
             config: self.config,
             receiver: self.receiver,
             metrics: self.metrics,
@@ -347,6 +357,8 @@ impl Endpoint {
 type Resp = Response<Full<Bytes>>;
 
 struct State {
+    /// Slots for requests being read and parsed (`max_concurrent_requests`).
+    requests: Semaphore,
     config: Config,
     receiver: Fanout,
     metrics: ReceiveMetrics,
@@ -375,8 +387,11 @@ impl State {
                     format!("method {} is not allowed: use POST", req.method()),
                 )
             }),
-            Endpoint::Push => self.push(req).await,
-            Endpoint::Ingest => self.ingest(req).await,
+            Endpoint::Push | Endpoint::Ingest => match self.slot().await {
+                Err(e) => Err(e),
+                Ok(_slot) if endpoint == Endpoint::Push => self.push(req).await,
+                Ok(_slot) => self.ingest(req).await,
+            },
         };
         let response = match result {
             Ok(r) => r,
@@ -400,6 +415,21 @@ impl State {
             })
             .inc();
         response
+    }
+
+    /// Waits for a request slot, up to `server_read_timeout`.
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, RequestError> {
+        let timeout = self.config.server_read_timeout;
+        match tokio::time::timeout(timeout, self.requests.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(RequestError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "server busy: {} requests in flight (max_concurrent_requests) for {timeout:?}; retry later",
+                    self.config.max_concurrent_requests
+                ),
+            )),
+        }
     }
 
     async fn read_body(

@@ -671,3 +671,35 @@ async fn bind_conflict_is_reported() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_requests_are_capped() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let s = start_with(
+        Config {
+            max_concurrent_requests: 1,
+            server_read_timeout: Duration::from_millis(300),
+            ..Config::default()
+        },
+        Collect {
+            gate: Some(gate.clone()),
+            ..Collect::default()
+        },
+        ReceiveMetrics::default(),
+    );
+    let url = format!("{}{PUSH}", s.base);
+    let u = url.clone();
+    let first = tokio::spawn(async move { post(&u, &[PROTO], good_push()).await });
+    s.collect.entered.notified().await;
+    // The only slot is taken by a request waiting on its receiver: the next one is refused
+    // as retryable once it has waited `server_read_timeout` for a slot.
+    let r = post(&url, &[PROTO], good_push()).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (429, Some("resource_exhausted"))
+    );
+    assert!(r.text().contains("max_concurrent_requests"), "{}", r.text());
+    gate.add_permits(2);
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(post(&url, &[PROTO], good_push()).await.status, 200);
+}
