@@ -17,8 +17,8 @@
 //! - Errors are Connect's JSON `{"code","message"}` ([`RequestError`]); bad input is never
 //!   reported as a downstream failure, and downstream failures keep their kind.
 //! - Limits: body size, decompressed size (gzip bombs stop there), requests in flight,
-//!   connections, read
-//!   timeouts; [`ServerHandle::shutdown`] lets in-flight requests finish ([`Config`]).
+//!   connections, read timeouts; [`ServerHandle::shutdown`] lets in-flight requests finish
+//!   ([`Config`]).
 //! - Metrics in the host's `prometheus_client` registry ([`ReceiveMetrics`]).
 //!
 //! Where it deliberately differs from Pyroscope and Alloy:
