@@ -330,14 +330,20 @@ impl Labels {
 
     /// Keeps only the labels for which `keep` returns true.
     pub fn retain(&mut self, mut keep: impl FnMut(&Label) -> bool) {
-        let mask: Vec<bool> = self.inner.iter().map(&mut keep).collect();
-        if mask.iter().all(|k| *k) {
+        // Find the first label to drop without copying; most calls drop nothing.
+        let Some(first) = self.inner.iter().position(|l| !keep(l)) else {
             return;
-        }
+        };
+        // `keep` has seen labels up to `first`; it sees each later one exactly once.
         let mut i = 0;
-        Arc::make_mut(&mut self.inner).retain(|_| {
+        Arc::make_mut(&mut self.inner).retain(|l| {
+            let decision = match i.cmp(&first) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => false,
+                std::cmp::Ordering::Greater => keep(l),
+            };
             i += 1;
-            mask[i - 1]
+            decision
         });
     }
 
@@ -592,6 +598,29 @@ mod tests {
         );
         unique.merge(&Labels::new());
         assert_eq!(unique, expected);
+    }
+
+    #[test]
+    fn retain_asks_once_per_label_and_shares_when_nothing_drops() {
+        let mut l = Labels::from_iter([("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]);
+        let before = l.clone();
+        let mut asked = Vec::new();
+        l.retain(|x| {
+            asked.push(x.name.clone());
+            true
+        });
+        assert!(
+            Arc::ptr_eq(&l.inner, &before.inner),
+            "no copy when nothing is dropped"
+        );
+        asked.clear();
+        l.retain(|x| {
+            asked.push(x.name.clone());
+            x.name != "b" && x.name != "d"
+        });
+        assert_eq!(asked, ["a", "b", "c", "d"]);
+        assert_eq!(l, Labels::from_iter([("a", "1"), ("c", "3")]));
+        assert_eq!(before.len(), 4);
     }
 
     #[test]
