@@ -34,6 +34,8 @@
 //! | `Content-Encoding: gzip` on `/ingest` | not decoded | decoded (capped) |
 //! | Push series without `service_name` | Alloy: `service_name = __name__` (`process_cpu`) | `service_name = unknown_service`, as Pyroscope's distributor |
 //! | Push series with `service_name` | Alloy: adds `app_name = __name__` | left as sent |
+//! | `/ingest` name with a `profile_id` label | Pyroscope: dropped silently, 200 | forwarded like any label |
+//! | `/ingest` brace label `__session_id__` | Pyroscope: kept | dropped, like every `__` label but `__name__`/`__delta__` |
 //!
 //! Not served: gRPC and gRPC-Web on the Push path (HTTP/2), the debug-info upload service,
 //! TLS, and tenants (`X-Scope-OrgID` is not read; put a tenant-aware receiver downstream).
