@@ -703,3 +703,44 @@ async fn concurrent_requests_are_capped() {
     assert_eq!(first.await.unwrap().status, 200);
     assert_eq!(post(&url, &[PROTO], good_push()).await.status, 200);
 }
+
+/// The pprof made from folded text reads back in `go tool pprof` (an independent decoder) with
+/// the stacks and values sent.
+#[tokio::test]
+async fn folded_conversion_reads_back_in_go_tool_pprof() {
+    let s = start();
+    let r = post(
+        &format!(
+            "{}/ingest?name=shop.cpu&sampleRate=100&format=folded",
+            s.base
+        ),
+        &[],
+        "main;checkout;price 7\nmain;idle 3\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = s.collect.profiles().pop().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("shop.pb");
+    std::fs::write(&file, &p.raw).unwrap();
+    let Some(out) = pyro_testkit::go_pprof(&["-traces"], &file) else {
+        return;
+    };
+    // 7 samples at 100 Hz are 70 ms of CPU; `-traces` prints leaf first.
+    assert!(out.contains("Type: cpu"), "{out}");
+    let price = out
+        .split("-----------+")
+        .find(|t| t.contains("price"))
+        .unwrap_or_else(|| panic!("no trace with price in {out}"));
+    assert!(price.contains("70ms"), "{price}");
+    let lines: Vec<&str> = price
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("---"))
+        .collect();
+    let frames: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().last().unwrap())
+        .collect();
+    assert_eq!(frames, ["price", "checkout", "main"], "{price}");
+}
