@@ -91,6 +91,9 @@ pub struct Collector {
     metrics: Metrics,
     last_counters: KernelCounters,
     round: HashMap<RawStack, u64>,
+    /// Names of the raw stacks seen this interval: a busy process repeats the same few stacks,
+    /// symbolized once per interval instead of once per poll. Cleared at each collection.
+    names: HashMap<RawStack, Box<[Arc<str>]>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -153,6 +156,7 @@ impl Collector {
             metrics,
             last_counters: KernelCounters::default(),
             round: HashMap::new(),
+            names: HashMap::new(),
         };
         collector.set_targets(&config.targets);
         Ok(collector)
@@ -199,19 +203,27 @@ impl Collector {
                 .or_insert(0) += 1;
         }
         for (raw, count) in round.drain() {
+            let pid = raw.pid;
             let Some(KnownPid {
                 class: Class::Profile { target, comm },
                 ..
-            }) = self.known.get(&raw.pid)
+            }) = self.known.get(&pid)
             else {
                 continue;
             };
-            let stack = self.symbolize(&raw);
+            let stack = match self.names.get(&raw) {
+                Some(names) => names.clone(),
+                None => {
+                    let names = symbolize(&self.symbolizer, &raw);
+                    self.names.insert(raw, names.clone());
+                    names
+                }
+            };
             if stack.is_empty() {
                 stats.empty += count;
                 continue;
             }
-            self.aggregator.add(target, raw.pid, comm, stack, count);
+            self.aggregator.add(target, pid, comm, stack, count);
         }
         self.round = round;
         self.metrics.samples.inc_by(stats.samples);
@@ -225,6 +237,7 @@ impl Collector {
     /// the last collection, and forgets processes that exited.
     pub fn collect(&mut self) -> Vec<Profile> {
         self.poll();
+        self.names.clear();
         let built = self.aggregator.build();
         self.sweep();
         built
@@ -297,19 +310,6 @@ impl Collector {
         profiled
     }
 
-    /// Frame names root first: user frames, then kernel frames.
-    fn symbolize(&self, raw: &RawStack) -> Box<[Arc<str>]> {
-        let user = self
-            .symbolizer
-            .symbolize_user(raw.pid, &call_sites(&raw.user));
-        let kernel = self.symbolizer.symbolize_kernel(&call_sites(&raw.kernel));
-        user.into_iter()
-            .rev()
-            .chain(kernel.into_iter().rev())
-            .map(|Frame { name, .. }| name)
-            .collect()
-    }
-
     /// Forgets processes that exited (or whose pid was reused) in the user-space caches, the
     /// symbolizer and the kernel's pid filter.
     fn sweep(&mut self) {
@@ -336,6 +336,17 @@ impl Collector {
             }
         }
     }
+}
+
+/// Frame names root first: user frames, then kernel frames.
+fn symbolize(symbolizer: &Symbolizer, raw: &RawStack) -> Box<[Arc<str>]> {
+    let user = symbolizer.symbolize_user(raw.pid, &call_sites(&raw.user));
+    let kernel = symbolizer.symbolize_kernel(&call_sites(&raw.kernel));
+    user.into_iter()
+        .rev()
+        .chain(kernel.into_iter().rev())
+        .map(|Frame { name, .. }| name)
+        .collect()
 }
 
 /// The kernel reports return addresses for all frames but the leaf; the call instruction is
