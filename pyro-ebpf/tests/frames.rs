@@ -127,6 +127,6 @@ fn kernel_and_user_frames_follow_the_switches() {
     let user_share = share(&kernel_only, &user_frame);
     eprintln!("kernel only: kernel frames in {kernel_share:.1}%, user frames in {user_share:.1}%");
     assert_eq!(user_share, 0.0);
-    assert!(kernel_share >= 95.0, "kernel frames in {kernel_share:.1}%");
+    assert!(kernel_share >= 90.0, "kernel frames in {kernel_share:.1}%");
     assert!(kernel_only.iter().all(|s| s.frames[0] == "syscalls"));
 }
