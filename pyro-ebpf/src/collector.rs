@@ -542,4 +542,38 @@ mod tests {
         assert_eq!(call_sites(&[0x1000, 0x2005, 0]), [0x1000, 0x2004, 0]);
         assert!(call_sites(&[]).is_empty());
     }
+
+    #[test]
+    fn build_rejects_invalid_config_before_loading_anything() {
+        let mut registry = Registry::default();
+        let err = Collector::builder(EbpfConfig {
+            sample_rate: 0,
+            ..EbpfConfig::default()
+        })
+        .registry(&mut registry)
+        .build()
+        .map(|_| ())
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Config(ConfigError::SampleRate { value: 0 })
+        ));
+        let err = Collector::new(&EbpfConfig {
+            demangle: "everything".into(),
+            ..EbpfConfig::default()
+        })
+        .map(|_| ())
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid pyroscope.ebpf config: unknown demangle mode \"everything\": expected none, simplified, templates or full"
+        );
+        // Nothing was loaded, so no session was started or failed.
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("pyroscope_ebpf_profiling_sessions_total 0"),
+            "{text}"
+        );
+    }
 }
