@@ -14,6 +14,7 @@
 //! - [`Discoverer`]: yields target sets (process discovery, static lists, relabelling).
 //! - [`Sink`]: moves a profile's bytes to one destination.
 //! - [`pprof`]: pprof message types, [`pprof::ProfileBuilder`], and a size-capped decoder.
+//! - [`push`]: the messages of Pyroscope's `Push` API.
 //!
 //! This crate has no runtime: no tokio, no threads, no global state.
 //!
@@ -46,6 +47,7 @@ pub mod fanout;
 pub mod labels;
 pub mod pprof;
 pub mod profile;
+pub mod push;
 pub mod receiver;
 pub mod sink;
 pub mod target;

@@ -1,10 +1,8 @@
 //! `push.v1.PusherService/Push`: the request messages, their protojson form, and
 //! [`parse_push`], which turns a request body into validated [`Profile`]s.
 //!
-//! The four messages are written by hand with `prost` derives (field numbers from
-//! `grafana/pyroscope` `api/push/v1/push.proto` and `api/types/v1/types.proto`); `annotations`
-//! (field 3 of `RawProfileSeries`) is skipped like any unknown field, since Pyroscope's
-//! distributor drops it too.
+//! The four messages live in [`pyro_core::push`] (shared with the writer) and are re-exported
+//! here.
 
 use base64::Engine as _;
 use base64::alphabet;
@@ -18,46 +16,7 @@ use serde::Deserialize;
 use crate::error::RequestError;
 use crate::labels;
 
-/// `push.v1.PushRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PushRequest {
-    /// One entry per label set.
-    #[prost(message, repeated, tag = "1")]
-    pub series: Vec<RawProfileSeries>,
-}
-
-/// `push.v1.RawProfileSeries`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RawProfileSeries {
-    /// The series labels.
-    #[prost(message, repeated, tag = "1")]
-    pub labels: Vec<LabelPair>,
-    /// The profiles of this series.
-    #[prost(message, repeated, tag = "2")]
-    pub samples: Vec<RawSample>,
-}
-
-/// `types.v1.LabelPair`.
-#[derive(Clone, PartialEq, Eq, prost::Message)]
-pub struct LabelPair {
-    /// Label name.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// Label value.
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-/// `push.v1.RawSample`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RawSample {
-    /// A serialized pprof `Profile`, gzip-compressed or plain.
-    #[prost(bytes = "bytes", tag = "1")]
-    pub raw_profile: Bytes,
-    /// An optional profile id (a UUID).
-    #[prost(string, tag = "2")]
-    pub id: String,
-}
+pub use pyro_core::push::{LabelPair, PushRequest, RawProfileSeries, RawSample};
 
 /// How a Push body is serialised (from its `Content-Type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

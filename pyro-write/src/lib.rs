@@ -42,11 +42,13 @@
 //! ```
 #![deny(missing_docs)]
 
+/// The Push API messages, from [`pyro_core::push`].
+pub use pyro_core::push as proto;
+
 mod config;
 mod endpoint;
 mod error;
 mod metrics;
-pub mod proto;
 mod tls;
 mod writer;
 

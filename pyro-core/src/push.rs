@@ -1,10 +1,13 @@
-//! The Pyroscope push messages (`push.v1.PushRequest` and friends), hand-written from the
-//! documented field numbers so that no AGPL `.proto` file is vendored.
+//! The Pyroscope push API messages (`push.v1.PushRequest` and friends), shared by the writer
+//! (`pyro-write`, which sends them) and the HTTP receiver (`pyro-receive`, which accepts them).
+//!
+//! Hand-written with prost derives from the documented field numbers, so that no AGPL `.proto`
+//! file is vendored:
 //!
 //! | message | fields |
 //! |---|---|
 //! | `push.v1.PushRequest` | 1 `series: repeated RawProfileSeries` |
-//! | `push.v1.RawProfileSeries` | 1 `labels: repeated types.v1.LabelPair`, 2 `samples: repeated RawSample` (3 `annotations` is dropped by the server and not modelled) |
+//! | `push.v1.RawProfileSeries` | 1 `labels: repeated types.v1.LabelPair`, 2 `samples: repeated RawSample` (3 `annotations` is dropped by the server and skipped here like any unknown field) |
 //! | `push.v1.RawSample` | 1 `raw_profile: bytes`, 2 `ID: string` |
 //! | `types.v1.LabelPair` | 1 `name: string`, 2 `value: string` |
 
