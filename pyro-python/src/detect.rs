@@ -257,6 +257,29 @@ struct Symbols {
     unicode_type: Option<u64>,
 }
 
+impl Symbols {
+    fn note<'d, S: ObjectSymbol<'d>>(&mut self, sym: &S) {
+        let slot = match sym.name_bytes() {
+            Ok(b"_PyRuntime") => &mut self.runtime,
+            Ok(b"Py_Version") => &mut self.py_version,
+            Ok(b"PyCode_Type") => &mut self.code_type,
+            Ok(b"PyUnicode_Type") => &mut self.unicode_type,
+            _ => return,
+        };
+        if slot.is_none() && sym.address() != 0 {
+            *slot = Some(sym.address());
+        }
+    }
+
+    /// Everything the version has was found (`Py_Version` exists from 3.11).
+    fn complete(&self, minor: u8) -> bool {
+        self.runtime.is_some()
+            && self.code_type.is_some()
+            && self.unicode_type.is_some()
+            && (minor < 11 || self.py_version.is_some())
+    }
+}
+
 struct ElfInfo {
     symbols: Symbols,
     /// Lowest page-aligned virtual address of the segments mapped from file offset 0.
@@ -275,16 +298,13 @@ fn read_elf(pid: u32, host_path: &Path, minor: u8) -> Result<ElfInfo, DetectErro
     let cache = object::ReadCache::new(file);
     let elf = object::File::parse(&cache).map_err(|e| elf_err(e.to_string()))?;
     let mut symbols = Symbols::default();
-    for sym in elf.dynamic_symbols().chain(elf.symbols()) {
-        let slot = match sym.name_bytes() {
-            Ok(b"_PyRuntime") => &mut symbols.runtime,
-            Ok(b"Py_Version") => &mut symbols.py_version,
-            Ok(b"PyCode_Type") => &mut symbols.code_type,
-            Ok(b"PyUnicode_Type") => &mut symbols.unicode_type,
-            _ => continue,
-        };
-        if slot.is_none() && sym.address() != 0 {
-            *slot = Some(sym.address());
+    // CPython exports all four; `.symtab` (large in debug builds) only when `.dynsym` lacks one.
+    for sym in elf.dynamic_symbols() {
+        symbols.note(&sym);
+    }
+    if !symbols.complete(minor) {
+        for sym in elf.symbols() {
+            symbols.note(&sym);
         }
     }
     let first_vaddr = elf
