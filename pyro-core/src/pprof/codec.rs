@@ -1,4 +1,3 @@
-use std::collections::HashSet;
 use std::io::{Read, Write};
 
 use flate2::Compression;
@@ -123,34 +122,21 @@ pub fn check_valid(p: &Profile) -> Result<(), PprofError> {
             return invalid(format!("string index {i} out of range"));
         }
     }
-    let mut mappings = HashSet::with_capacity(p.mapping.len());
     for m in &p.mapping {
-        if m.id == 0 || !mappings.insert(m.id) {
-            return invalid(format!("mapping id {} is zero or repeated", m.id));
-        }
         if !str_ok(m.filename) || !str_ok(m.build_id) {
             return invalid(format!("mapping {}: string index out of range", m.id));
         }
     }
-    let mut functions = HashSet::with_capacity(p.function.len());
+    IdSet::new(p.mapping.iter().map(|m| m.id), "mapping")?;
     for f in &p.function {
-        if f.id == 0 || !functions.insert(f.id) {
-            return invalid(format!("function id {} is zero or repeated", f.id));
-        }
         if !str_ok(f.name) || !str_ok(f.system_name) || !str_ok(f.filename) {
             return invalid(format!("function {}: string index out of range", f.id));
         }
     }
-    let mut locations = HashSet::with_capacity(p.location.len());
+    let functions = IdSet::new(p.function.iter().map(|f| f.id), "function")?;
+    let locations = IdSet::new(p.location.iter().map(|l| l.id), "location")?;
     for l in &p.location {
-        if l.id == 0 || !locations.insert(l.id) {
-            return invalid(format!("location id {} is zero or repeated", l.id));
-        }
-        if let Some(line) = l
-            .line
-            .iter()
-            .find(|ln| !functions.contains(&ln.function_id))
-        {
+        if let Some(line) = l.line.iter().find(|ln| !functions.contains(ln.function_id)) {
             return invalid(format!(
                 "location {} has a line with unknown function {}",
                 l.id, line.function_id
@@ -165,7 +151,7 @@ pub fn check_valid(p: &Profile) -> Result<(), PprofError> {
                 p.sample_type.len()
             ));
         }
-        if let Some(id) = s.location_id.iter().find(|id| !locations.contains(id)) {
+        if let Some(id) = s.location_id.iter().find(|id| !locations.contains(**id)) {
             return invalid(format!("sample {i} refers to unknown location {id}"));
         }
         for l in &s.label {
@@ -175,6 +161,45 @@ pub fn check_valid(p: &Profile) -> Result<(), PprofError> {
         }
     }
     Ok(())
+}
+
+/// The ids of one table, checked non-zero and unique. Builders (ours, Go's) number ids
+/// `1..=n` in order, which makes membership a range check; other numbering falls back to a
+/// sorted list.
+enum IdSet {
+    Dense(u64),
+    Sorted(Vec<u64>),
+}
+
+impl IdSet {
+    fn new(
+        ids: impl ExactSizeIterator<Item = u64> + Clone,
+        table: &str,
+    ) -> Result<Self, PprofError> {
+        let n = ids.len() as u64;
+        if ids.clone().zip(1..).all(|(id, want)| id == want) {
+            return Ok(Self::Dense(n));
+        }
+        let mut sorted: Vec<u64> = ids.collect();
+        sorted.sort_unstable();
+        if sorted.first() == Some(&0) {
+            return Err(PprofError::Invalid(format!("{table} id 0 is reserved")));
+        }
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(PprofError::Invalid(format!(
+                "{table} id {} is repeated",
+                w[0]
+            )));
+        }
+        Ok(Self::Sorted(sorted))
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        match self {
+            Self::Dense(n) => (1..=*n).contains(&id),
+            Self::Sorted(ids) => ids.binary_search(&id).is_ok(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +271,27 @@ mod tests {
         assert!(check_valid(&p).is_err());
         let mut p = small();
         p.location[0].id = 0;
+        assert!(check_valid(&p).is_err());
+        // Sparse but unique ids are fine; repeated ones are not.
+        let mut p = small();
+        for l in &mut p.location {
+            l.id *= 10;
+        }
+        for s in &mut p.sample {
+            for id in &mut s.location_id {
+                *id *= 10;
+            }
+        }
+        check_valid(&p).unwrap();
+        p.location[1].id = p.location[0].id;
+        assert!(
+            check_valid(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("repeated")
+        );
+        let mut p = small();
+        p.sample[0].location_id[0] = 0;
         assert!(check_valid(&p).is_err());
         let mut p = small();
         p.function[0].name = 1000;
