@@ -189,6 +189,21 @@ fn debian_311_matches_dwarf() {
     check(&py.label, 11, &debug);
 }
 
+/// Debian's debug (`Py_DEBUG`) build `libpython3.11d.so` from `libpython3.11-dbg`: another
+/// compilation of 3.11.2, with its own DWARF; the layouts the walker reads are the same.
+#[test]
+fn debian_311_pydebug_matches_dwarf() {
+    let Some(lib) = support::file(
+        "/usr/lib/x86_64-linux-gnu/libpython3.11d.so.1.0",
+        true,
+        "apt-get install libpython3.11-dbg",
+    ) else {
+        return;
+    };
+    let debug = dwarf::debug_file_for(&lib).expect("libpython3.11d keeps its DWARF");
+    check("debian-3.11d", 11, &debug);
+}
+
 #[test]
 fn pyenv_builds_match_dwarf() {
     let mut checked = Vec::new();
