@@ -177,11 +177,11 @@ fn debian_311_matches_dwarf() {
     let Some(debug) = dwarf::debug_file_for(&py.interpreter) else {
         assert!(
             !support::tools_required(),
-            "no debug file for {} and PYRO_REQUIRE_TOOLS=1 (apt-get install libpython3.11-dbg)",
+            "no debug file for {} and PYRO_REQUIRE_TOOLS=1 (apt-get install python3.11-dbg)",
             py.interpreter.display()
         );
         eprintln!(
-            "SKIPPED: no debug file for {} (apt-get install libpython3.11-dbg)",
+            "SKIPPED: no debug file for {} (apt-get install python3.11-dbg)",
             py.interpreter.display()
         );
         return;
