@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod cgroup;
 pub mod discoverer;
 pub mod fanout;
 pub mod labels;

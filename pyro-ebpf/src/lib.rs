@@ -67,4 +67,5 @@ pub use collector::{
     Collector, CollectorBuilder, CollectorHandle, DEFAULT_POLL_INTERVAL, Error, PollStats,
 };
 pub use config::{ConfigError, EbpfConfig, MAX_SAMPLE_RATE};
-pub use targets::{PROFILE_NAME, container_id_from_cgroup};
+pub use pyro_core::cgroup::container_id_from_cgroup;
+pub use targets::PROFILE_NAME;

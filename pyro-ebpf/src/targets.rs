@@ -4,44 +4,15 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
+use pyro_core::cgroup::container_id_from_cgroup;
 use pyro_core::labels::names;
 use pyro_core::target::infer_service_name;
 use pyro_core::{Labels, Target};
-use regex::Regex;
 
 /// The `__name__` of the profiles this collector makes.
 pub const PROFILE_NAME: &str = "process_cpu";
-
-/// Alloy's (legacy engine) container-id pattern, applied to each line of `/proc/PID/cgroup`.
-/// It covers cgroup v1 and v2, and the docker (`/docker/<id>`), containerd/cri-o
-/// (`cri-containerd-<id>.scope`, `crio-<id>.scope`), systemd-slice (`docker-<id>.scope`) and
-/// cgroupfs (`/kubepods/…/<id>`) layouts.
-static CONTAINER_ID: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^.*/(?:.*-)?([0-9a-f]{64})(?:\.|\s*$)").expect("valid container id regex")
-});
-
-/// The container id in the text of a `/proc/PID/cgroup` file, if any line holds one.
-///
-/// ```
-/// use pyro_ebpf::container_id_from_cgroup;
-///
-/// let id = "a".repeat(64);
-/// let v2 = format!("0::/system.slice/docker-{id}.scope\n");
-/// assert_eq!(container_id_from_cgroup(&v2), Some(id.as_str()));
-/// let v1 = format!("12:pids:/docker/{id}\n11:memory:/docker/{id}\n");
-/// assert_eq!(container_id_from_cgroup(&v1), Some(id.as_str()));
-/// assert_eq!(container_id_from_cgroup("0::/user.slice/session-1.scope\n"), None);
-/// ```
-pub fn container_id_from_cgroup(cgroup: &str) -> Option<&str> {
-    cgroup.lines().find_map(|line| {
-        CONTAINER_ID
-            .captures(line)
-            .and_then(|c| c.get(1))
-            .map(|m| m.as_str())
-    })
-}
 
 /// A target as the collector uses it: the labels its profiles carry.
 #[derive(Debug)]
@@ -202,33 +173,6 @@ mod tests {
 
     fn target(pairs: &[(&str, &str)]) -> Target {
         Target::new(Labels::from_iter(pairs.iter().copied()))
-    }
-
-    #[test]
-    fn container_id_layouts() {
-        let id = "0123456789abcdef".repeat(4);
-        for line in [
-            format!("0::/docker/{id}"),
-            format!("0::/system.slice/docker-{id}.scope"),
-            format!(
-                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope"
-            ),
-            format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{id}.scope"),
-            format!("11:memory:/kubepods/burstable/pod5d2a7a9c/{id}"),
-        ] {
-            let text = format!("1:name=systemd:/init.scope\n{line}\n");
-            assert_eq!(container_id_from_cgroup(&text), Some(id.as_str()), "{line}");
-        }
-        // Too short, upper-case, or not at the end of a path component.
-        assert_eq!(container_id_from_cgroup("0::/docker/abc\n"), None);
-        assert_eq!(
-            container_id_from_cgroup(&format!("0::/{}\n", id.to_uppercase())),
-            None
-        );
-        assert_eq!(
-            container_id_from_cgroup(&format!("0::/x/{id}extra\n")),
-            None
-        );
     }
 
     #[test]

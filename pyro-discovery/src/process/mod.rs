@@ -41,7 +41,8 @@ use pyro_core::labels::names;
 use pyro_core::{Discoverer, Labels, Target, TargetStream};
 use serde::{Deserialize, Serialize};
 
-pub use cgroup::{cgroup_path, container_id_from_cgroup};
+pub use cgroup::cgroup_path;
+pub use pyro_core::cgroup::container_id_from_cgroup;
 
 /// `__meta_process_exe`: the executable (`readlink /proc/<pid>/exe`).
 pub const LABEL_EXE: &str = "__meta_process_exe";
