@@ -390,7 +390,8 @@ impl CollectorBuilder {
 
     /// Checks the config, loads and attaches the eBPF program, and returns a handle and the
     /// future that runs the collector. Spawn the future on a tokio runtime; it ends when every
-    /// handle is dropped (the program is then detached).
+    /// handle is dropped, after a last collection that forwards what was sampled since the
+    /// previous one (the program is then detached).
     pub fn build(
         self,
     ) -> Result<(CollectorHandle, impl Future<Output = ()> + Send + 'static), Error> {
@@ -503,9 +504,14 @@ async fn run(
             }
         }
     }
-    drop(collector);
+    // Every handle is gone: flush what was sampled since the last collection, so a host that
+    // stops the profiler loses nothing, then detach.
     if let Some(previous) = sending.take() {
         let _ = previous.await;
+    }
+    if let Some((c, profiles)) = blocking(collector, Collector::collect).await {
+        drop(c);
+        send(fanout, profiles, collect_interval, metrics).await;
     }
     tracing::debug!("eBPF profiler stopped.");
 }

@@ -157,12 +157,20 @@ async fn run_loop_reports_exited_processes_and_follows_target_updates() {
         assert!(text.contains(&line), "no `{line}` in\n{text}");
     }
 
-    // Dropping the handle stops the loop and detaches the program.
+    // Dropping the handle stops the loop, flushes what was sampled since the last interval,
+    // and detaches the program.
+    let _ = recorder.take();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     drop(handle);
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .expect("run loop stops when the handle is dropped")
         .unwrap();
+    let flushed = recorder.take();
+    assert!(
+        profile_of(&flushed, long_pid).is_some(),
+        "the final flush reports the samples of the unfinished interval"
+    );
     assert_eq!(
         bpf_fds(),
         before,
