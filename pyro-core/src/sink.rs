@@ -14,8 +14,11 @@ use crate::receiver::{AppendError, BoxError, Receiver};
 pub struct SinkError {
     /// The sink's name.
     pub sink: String,
-    /// Whether a later attempt can succeed (a timeout, a 503) or not (a 400).
+    /// Whether a later attempt can succeed (a timeout, a 503) or not (a 400, a 401).
     pub retryable: bool,
+    /// Whether the profile itself was refused (a 400 on its content), as opposed to a failure
+    /// of the destination or its configuration (a 401, a full disk).
+    pub invalid_input: bool,
     /// How long the destination asked us to wait before trying again (`Retry-After`).
     pub retry_after: Option<Duration>,
     /// What went wrong.
@@ -29,29 +32,63 @@ impl SinkError {
         Self {
             sink: sink.into(),
             retryable: true,
+            invalid_input: false,
             retry_after: None,
             source: source.into(),
         }
     }
 
-    /// A failure that will repeat whatever we do.
+    /// A failure of the destination that will repeat whatever we do (bad credentials, say).
     pub fn permanent(sink: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self {
-            sink: sink.into(),
             retryable: false,
-            retry_after: None,
-            source: source.into(),
+            ..Self::retryable(sink, source)
+        }
+    }
+
+    /// The destination refused this profile's content; sending it again will fail again.
+    pub fn invalid_input(sink: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self {
+            invalid_input: true,
+            ..Self::permanent(sink, source)
         }
     }
 }
 
 impl From<SinkError> for AppendError {
+    /// Retryable failures are [`AppendError::Unavailable`], refused content is
+    /// [`AppendError::InvalidProfile`], anything else [`AppendError::Internal`].
     fn from(e: SinkError) -> Self {
         if e.retryable {
             AppendError::Unavailable(Box::new(e))
-        } else {
+        } else if e.invalid_input {
             AppendError::InvalidProfile(Box::new(e))
+        } else {
+            AppendError::Internal(Box::new(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AppendErrorKind;
+
+    #[test]
+    fn kinds_map_to_append_errors() {
+        let kind = |e: SinkError| AppendError::from(e).kind();
+        assert_eq!(
+            kind(SinkError::retryable("s", "503")),
+            AppendErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind(SinkError::invalid_input("s", "400")),
+            AppendErrorKind::InvalidInput
+        );
+        assert_eq!(
+            kind(SinkError::permanent("s", "401")),
+            AppendErrorKind::Internal
+        );
     }
 }
 

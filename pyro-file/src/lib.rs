@@ -224,7 +224,7 @@ impl Sink for FileSink {
     async fn send(&self, profile: &Profile) -> Result<(), SinkError> {
         match self.write(profile) {
             Ok(_) => Ok(()),
-            Err(e @ FileSinkError::Pprof(_)) => Err(SinkError::permanent(&self.name, e)),
+            Err(e @ FileSinkError::Pprof(_)) => Err(SinkError::invalid_input(&self.name, e)),
             Err(e) => Err(SinkError::retryable(&self.name, e)),
         }
     }

@@ -411,8 +411,16 @@ impl Sink for PushSink {
 
     async fn send(&self, profile: &Profile) -> Result<(), SinkError> {
         self.push(profile).await.map_err(|e| {
+            let refused_content = matches!(
+                e.code(),
+                ConnectCode::InvalidArgument
+                    | ConnectCode::FailedPrecondition
+                    | ConnectCode::OutOfRange
+            );
             let mut err = if e.is_retryable() {
                 SinkError::retryable(self.name.clone(), e)
+            } else if refused_content {
+                SinkError::invalid_input(self.name.clone(), e)
             } else {
                 SinkError::permanent(self.name.clone(), e)
             };
