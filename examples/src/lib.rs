@@ -13,6 +13,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod pipelines;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -97,6 +99,48 @@ pub async fn wait_with_progress(what: &str, total: Duration, every: Duration) ->
             _ = tokio::time::sleep(total - elapsed) => {}
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("interrupted after {:.0}s", start.elapsed().as_secs_f64());
+                return false;
+            }
+        }
+    }
+}
+
+/// Like [`wait_with_progress`], for runs that may be open-ended: waits for `total` (or until
+/// Ctrl-C when `None`), printing `status()` every `every`. Returns whether the full time
+/// elapsed (`false` on Ctrl-C).
+pub async fn wait_with_status(
+    what: &str,
+    total: Option<Duration>,
+    every: Duration,
+    status: impl Fn() -> String,
+) -> bool {
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let end = total.map(|t| tokio::time::Instant::now() + t);
+    let until_end = async {
+        match end {
+            Some(end) => tokio::time::sleep_until(end).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut until_end = std::pin::pin!(until_end);
+    let total_text = total.map_or_else(
+        || "until Ctrl-C".to_owned(),
+        |t| format!("{:.0}s", t.as_secs_f64()),
+    );
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let e = start.elapsed().as_secs_f64();
+                eprintln!("[{e:>4.0}s/{total_text}] {what}: {}", status());
+            }
+            () = &mut until_end => {
+                eprintln!("[{:>4.0}s/{total_text}] {what}: done, {}", start.elapsed().as_secs_f64(), status());
+                return true;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted after {:.0}s: {}", start.elapsed().as_secs_f64(), status());
                 return false;
             }
         }
