@@ -316,11 +316,12 @@ async fn sdk_profiles_are_enriched_with_discovery_labels_and_written() {
         "{}",
         p.labels
     );
-    // Only the listed labels were copied: no discovery metadata beyond them.
+    // The writer's label policy: discovery metadata (`__meta_*`, `__process_pid__`) never
+    // reaches Pyroscope.
     assert!(
         p.labels
             .iter()
-            .all(|l| !l.name.starts_with("__meta_") && l.name != "__process_pid__"),
+            .all(|l| l.name == "__name__" || !l.name.starts_with("__")),
         "{}",
         p.labels
     );
