@@ -7,7 +7,12 @@
 //! 2. reserves a [`SampleRecord`] in the `EVENTS` ring buffer (a full buffer is counted as a lost
 //!    sample), and captures the user and kernel stacks straight into it with `bpf_get_stack`, so
 //!    no stack is ever lost to stack-map hash collisions;
-//! 3. submits it without waking the reader: user space polls on a timer.
+//! 3. for a process user space put into `PY_PROCS` (CPython 3.8–3.13, `python_enabled`), reserves
+//!    a [`PySampleRecord`] instead and walks the thread's Python frames into it (see
+//!    [`walk_python`]): the running thread's `PyThreadState` through the thread pointer and the
+//!    interpreter's pthread key, then at most [`MAX_PYTHON_FRAMES`] frames, one code object
+//!    address each;
+//! 4. submits it without waking the reader: user space polls on a timer.
 //!
 //! Every drop and every stack-read error is counted in the per-CPU `COUNTERS` array.
 #![no_std]
@@ -18,14 +23,19 @@ use core::mem::size_of;
 
 use aya_ebpf::EbpfContext;
 use aya_ebpf::bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP};
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use aya_ebpf::helpers::generated::{bpf_get_current_comm, bpf_get_smp_processor_id, bpf_get_stack};
+use aya_ebpf::helpers::generated::{
+    bpf_get_current_comm, bpf_get_current_task, bpf_get_smp_processor_id, bpf_get_stack,
+};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user};
 use aya_ebpf::macros::{map, perf_event};
 use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::PerfEventContext;
+use pyro_ebpf_common::python::{FrameModel, MAX_PYTHON_FRAMES, PyProcConfig};
 use pyro_ebpf_common::{
     COMM_LEN, Counter, FLAG_KERNEL_STACK_ERROR, FLAG_USER_STACK_ERROR, MAX_STACK_DEPTH,
-    PIDS_MAP_SIZE, PidState, SampleRecord,
+    PIDS_MAP_SIZE, PY_FLAG_FRAME_ERROR, PY_FLAG_NO_KEY, PY_FLAG_NO_THREAD_STATE,
+    PY_FLAG_STATE_ERROR, PY_FLAG_TRUNCATED, PY_PROCS_MAP_SIZE, PidState, PySampleRecord,
+    SampleRecord,
 };
 
 /// Whether to capture user stacks (set at load time by user space).
@@ -35,6 +45,19 @@ static PYRO_COLLECT_USER: u32 = 1;
 /// Whether to capture kernel stacks (set at load time by user space).
 #[unsafe(no_mangle)]
 static PYRO_COLLECT_KERNEL: u32 = 1;
+
+/// Whether to walk Python frames (`python_enabled`, set at load time by user space).
+#[unsafe(no_mangle)]
+static PYRO_PYTHON_ENABLED: u32 = 1;
+
+/// Offset of the thread pointer (`thread.fsbase` on x86_64) in `task_struct`, from the
+/// kernel's BTF (set at load time by user space; 0 disables the Python walker).
+#[unsafe(no_mangle)]
+static PYRO_TASK_TP_OFFSET: u64 = 0;
+
+/// tgid → [`PyProcConfig`] of the CPython processes user space detected.
+#[map]
+static PY_PROCS: HashMap<u32, PyProcConfig> = HashMap::with_max_entries(PY_PROCS_MAP_SIZE, 0);
 
 /// Samples for user space. User space sizes it at load time (about a second of samples).
 #[map]
@@ -94,15 +117,50 @@ pub fn pyro_cpu_sample(ctx: PerfEventContext) -> u32 {
             return 0;
         }
     }
+    if enabled(&PYRO_PYTHON_ENABLED) {
+        // SAFETY: the value is only read (copied field by field) while the program runs.
+        if let Some(cfg) = unsafe { PY_PROCS.get(&pid) } {
+            let Some(mut entry) = EVENTS.reserve::<PySampleRecord>(0) else {
+                count(Counter::RingBufFull);
+                return 0;
+            };
+            let rec = entry.as_mut_ptr();
+            // SAFETY: `rec` points at a reserved, writable entry of `PySampleRecord` size, whose
+            // first field is the `SampleRecord`.
+            unsafe {
+                fill(&ctx, core::ptr::addr_of_mut!((*rec).sample), pid_tgid);
+                walk_python(cfg, rec);
+                if (*rec).py_flags & (PY_FLAG_STATE_ERROR | PY_FLAG_FRAME_ERROR) != 0 {
+                    count(Counter::PythonReadErrors);
+                }
+            }
+            entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+            count(Counter::PythonSamples);
+            count(Counter::Sent);
+            return 0;
+        }
+    }
     let Some(mut entry) = EVENTS.reserve::<SampleRecord>(0) else {
         count(Counter::RingBufFull);
         return 0;
     };
-    let rec = entry.as_mut_ptr();
+    // SAFETY: `entry` is a reserved, writable ring buffer entry of `SampleRecord` size.
+    unsafe { fill(&ctx, entry.as_mut_ptr(), pid_tgid) };
+    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+    count(Counter::Sent);
+    0
+}
+
+/// Fills the native part of a sample.
+///
+/// # Safety
+/// `rec` points at a writable `SampleRecord` inside a reserved ring buffer entry.
+#[inline(always)]
+unsafe fn fill(ctx: &PerfEventContext, rec: *mut SampleRecord, pid_tgid: u64) {
     let mut flags = 0u32;
-    // SAFETY: `rec` points at a reserved, writable ring buffer entry of `SampleRecord` size.
+    // SAFETY: see the function's contract.
     unsafe {
-        (*rec).pid = pid;
+        (*rec).pid = (pid_tgid >> 32) as u32;
         (*rec).tid = pid_tgid as u32;
         (*rec).cpu = bpf_get_smp_processor_id();
         if bpf_get_current_comm((*rec).comm.as_mut_ptr().cast::<c_void>(), COMM_LEN as u32) < 0 {
@@ -110,7 +168,7 @@ pub fn pyro_cpu_sample(ctx: PerfEventContext) -> u32 {
         }
         (*rec).user_len = 0;
         if enabled(&PYRO_COLLECT_USER) {
-            match stack(&ctx, (*rec).user.as_mut_ptr(), u64::from(BPF_F_USER_STACK)) {
+            match stack(ctx, (*rec).user.as_mut_ptr(), u64::from(BPF_F_USER_STACK)) {
                 Some(n) => (*rec).user_len = n,
                 None => {
                     flags |= FLAG_USER_STACK_ERROR;
@@ -120,7 +178,7 @@ pub fn pyro_cpu_sample(ctx: PerfEventContext) -> u32 {
         }
         (*rec).kernel_len = 0;
         if enabled(&PYRO_COLLECT_KERNEL) {
-            match stack(&ctx, (*rec).kernel.as_mut_ptr(), 0) {
+            match stack(ctx, (*rec).kernel.as_mut_ptr(), 0) {
                 Some(n) => (*rec).kernel_len = n,
                 None => {
                     flags |= FLAG_KERNEL_STACK_ERROR;
@@ -130,9 +188,115 @@ pub fn pyro_cpu_sample(ctx: PerfEventContext) -> u32 {
         }
         (*rec).flags = flags;
     }
-    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
-    count(Counter::Sent);
-    0
+}
+
+/// Reads a `T` at `addr` in the current process.
+#[inline(always)]
+fn user<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user checks the address; a fault is an error, not a crash.
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+/// Walks the Python frames of the current thread into `rec` (`py_code`: code object addresses,
+/// leaf first; `py_len`; `py_flags`), as `pyro-python`'s reference walker does
+/// (`pyro_python::walker`).
+///
+/// Bound: one loop of [`MAX_PYTHON_FRAMES`] (128) steps with a constant trip count, which the
+/// verifier accepts (bounded loops, kernel 5.3+). 3.12+ C-stack shim frames count toward the
+/// steps but are not reported. Per step 2 or 3 `bpf_probe_read_user` of 8 bytes or less
+/// (`previous`, `owner` on 3.12+, `f_code`); no strings are read here. The frame count and the
+/// flags live in the record (volatile accesses), not in registers, so that the verifier's
+/// states at the loop head do not differ by them and are pruned: the walk verifies in a few
+/// thousand instructions instead of exploding past the one-million limit.
+///
+/// # Safety
+/// `rec` points at a writable `PySampleRecord` inside a reserved ring buffer entry.
+#[inline(always)]
+unsafe fn walk_python(cfg: &PyProcConfig, rec: *mut PySampleRecord) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let len = core::ptr::addr_of_mut!((*rec).py_len);
+        let flags = core::ptr::addr_of_mut!((*rec).py_flags);
+        core::ptr::write_volatile(len, 0);
+        core::ptr::write_volatile(flags, 0);
+        let frame = top_frame(cfg);
+        let mut frame = match frame {
+            Ok(frame) => frame,
+            Err(flag) => {
+                core::ptr::write_volatile(flags, flag);
+                return;
+            }
+        };
+        let o = &cfg.offsets;
+        let skip_shims = o.owner_cstack != 0xff;
+        for _ in 0..MAX_PYTHON_FRAMES {
+            if frame == 0 {
+                break;
+            }
+            let Some(back) = user::<u64>(frame + u64::from(o.frame_back)) else {
+                core::ptr::write_volatile(
+                    flags,
+                    core::ptr::read_volatile(flags) | PY_FLAG_FRAME_ERROR,
+                );
+                frame = 0;
+                break;
+            };
+            if skip_shims {
+                let owner = user::<u8>(frame + u64::from(o.frame_owner)).unwrap_or(0);
+                if owner == o.owner_cstack {
+                    frame = back;
+                    continue;
+                }
+            }
+            let code = user::<u64>(frame + u64::from(o.frame_code)).unwrap_or(0);
+            if code == 0 {
+                core::ptr::write_volatile(
+                    flags,
+                    core::ptr::read_volatile(flags) | PY_FLAG_FRAME_ERROR,
+                );
+            }
+            let n = core::ptr::read_volatile(len);
+            (*rec).py_code[(n as usize) & (MAX_PYTHON_FRAMES - 1)] = code;
+            core::ptr::write_volatile(len, n + 1);
+            frame = back;
+        }
+        if frame != 0 {
+            core::ptr::write_volatile(flags, core::ptr::read_volatile(flags) | PY_FLAG_TRUNCATED);
+        }
+    }
+}
+
+/// The top `_PyInterpreterFrame` / `PyFrameObject` of the current thread (0 when it runs no
+/// Python code), or the `PY_FLAG_*` saying why there is none.
+#[inline(always)]
+fn top_frame(cfg: &PyProcConfig) -> Result<u64, u32> {
+    let o = &cfg.offsets;
+    // SAFETY: reading a static; volatile so the load-time value is used.
+    let tp_offset = unsafe { core::ptr::read_volatile(&PYRO_TASK_TP_OFFSET) };
+    if tp_offset == 0 {
+        return Err(PY_FLAG_STATE_ERROR);
+    }
+    // SAFETY: the current task is valid while the program runs.
+    let task = unsafe { bpf_get_current_task() };
+    // SAFETY: a checked kernel read.
+    let tp = unsafe { bpf_probe_read_kernel((task + tp_offset) as *const u64) }
+        .map_err(|_| PY_FLAG_STATE_ERROR)?;
+    // `Py_tss_t { int _is_initialized; pthread_key_t _key; }`
+    let initialised = user::<u32>(cfg.tss_key_addr).ok_or(PY_FLAG_STATE_ERROR)?;
+    let key = user::<u32>(cfg.tss_key_addr + u64::from(o.tss_key)).ok_or(PY_FLAG_STATE_ERROR)?;
+    if initialised == 0 || key >= 32 {
+        return Err(PY_FLAG_NO_KEY);
+    }
+    let tstate =
+        user::<u64>(tp + cfg.tls_key0_data + 16 * u64::from(key)).ok_or(PY_FLAG_STATE_ERROR)?;
+    if tstate == 0 {
+        return Err(PY_FLAG_NO_THREAD_STATE);
+    }
+    let frame = user::<u64>(tstate + u64::from(o.tstate_frame)).ok_or(PY_FLAG_STATE_ERROR)?;
+    if o.frame_model == FrameModel::CFrame as u8 && frame != 0 {
+        return user::<u64>(frame + u64::from(o.cframe_current_frame)).ok_or(PY_FLAG_STATE_ERROR);
+    }
+    Ok(frame)
 }
 
 #[cfg(not(test))]

@@ -18,6 +18,10 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod python;
+
+use python::MAX_PYTHON_FRAMES;
+
 /// Frames kept per stack (user and kernel each): the kernel's `perf_event_max_stack` default.
 pub const MAX_STACK_DEPTH: usize = 127;
 
@@ -30,6 +34,8 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_PIDS: &str = "PIDS";
 /// Name of the per-CPU counter array (`u64` per [`Counter`]).
 pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Name of the Python process map (`u32` tgid → [`python::PyProcConfig`]).
+pub const MAP_PY_PROCS: &str = "PY_PROCS";
 /// Name of the perf_event program.
 pub const PROGRAM_NAME: &str = "pyro_cpu_sample";
 
@@ -38,6 +44,16 @@ pub const GLOBAL_COLLECT_USER: &str = "PYRO_COLLECT_USER";
 /// Global (`u32`, 0 or 1): capture kernel stacks.
 pub const GLOBAL_COLLECT_KERNEL: &str = "PYRO_COLLECT_KERNEL";
 
+/// Global (`u32`, 0 or 1): walk the Python frames of the processes in [`MAP_PY_PROCS`]
+/// (`python_enabled`).
+pub const GLOBAL_PYTHON_ENABLED: &str = "PYRO_PYTHON_ENABLED";
+/// Global (`u64`): offset of the thread pointer in `task_struct` (`thread.fsbase` on x86_64),
+/// from the kernel's BTF; 0 disables the Python walker.
+pub const GLOBAL_TASK_TP_OFFSET: &str = "PYRO_TASK_TP_OFFSET";
+
+/// Size of the Python process map.
+pub const PY_PROCS_MAP_SIZE: u32 = 4096;
+
 /// Default size of the pid filter map.
 pub const PIDS_MAP_SIZE: u32 = 16_384;
 
@@ -45,6 +61,21 @@ pub const PIDS_MAP_SIZE: u32 = 16_384;
 pub const FLAG_USER_STACK_ERROR: u32 = 1;
 /// Flag in [`SampleRecord::flags`]: `bpf_get_stack` failed for the kernel stack.
 pub const FLAG_KERNEL_STACK_ERROR: u32 = 2;
+
+/// Flag in [`PySampleRecord::py_flags`]: a read on the way to the top frame failed (thread
+/// pointer, key, thread state or frame pointer); no Python frames.
+pub const PY_FLAG_STATE_ERROR: u32 = 1;
+/// Flag in [`PySampleRecord::py_flags`]: the thread-state key is not initialised or above 31.
+pub const PY_FLAG_NO_KEY: u32 = 2;
+/// Flag in [`PySampleRecord::py_flags`]: the thread has no `PyThreadState` (it never ran
+/// Python code); no Python frames.
+pub const PY_FLAG_NO_THREAD_STATE: u32 = 4;
+/// Flag in [`PySampleRecord::py_flags`]: a frame read failed; the walk stopped there (the
+/// frames up to it are kept, the failed one is a 0 code address).
+pub const PY_FLAG_FRAME_ERROR: u32 = 8;
+/// Flag in [`PySampleRecord::py_flags`]: the stack had more than [`MAX_PYTHON_FRAMES`] steps;
+/// the root-most frames are missing.
+pub const PY_FLAG_TRUNCATED: u32 = 16;
 
 /// What the kernel side does with samples of a process, by its value in the pid filter map.
 /// A process absent from the map is sampled, and user space classifies it on first sight.
@@ -73,11 +104,15 @@ pub enum Counter {
     UserStackError = 4,
     /// Samples whose kernel stack could not be read (`bpf_get_stack` error); sent without it.
     KernelStackError = 5,
+    /// Samples of Python processes sent with their Python frames ([`PySampleRecord`]).
+    PythonSamples = 6,
+    /// Python samples whose walk failed or stopped at an unreadable frame.
+    PythonReadErrors = 7,
 }
 
 impl Counter {
     /// Number of counters (the size of the counter array).
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 8;
 
     /// All counters, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -87,6 +122,8 @@ impl Counter {
         Counter::RingBufFull,
         Counter::UserStackError,
         Counter::KernelStackError,
+        Counter::PythonSamples,
+        Counter::PythonReadErrors,
     ];
 }
 
@@ -174,8 +211,51 @@ impl SampleRecord {
 const _: () = assert!(SampleRecord::SIZE == 6 * 4 + COMM_LEN + 2 * MAX_STACK_DEPTH * 8);
 const _: () = assert!(SampleRecord::SIZE.is_multiple_of(8));
 
+/// A sample of a process in the Python map: the [`SampleRecord`] followed by the Python frames
+/// the kernel side walked. Frames are **code object addresses**, leaf first: user space reads
+/// each code object's names once per process (`pyro-python`) and caches them, so a sample costs
+/// the kernel side 3 reads per frame and no string copies. A 0 address is a frame that could not
+/// be read.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PySampleRecord {
+    /// The native part.
+    pub sample: SampleRecord,
+    /// Valid entries in [`PySampleRecord::py_code`].
+    pub py_len: u32,
+    /// `PY_FLAG_*` bits.
+    pub py_flags: u32,
+    /// `PyCodeObject` addresses of the Python frames, leaf first.
+    pub py_code: [u64; MAX_PYTHON_FRAMES],
+}
+
+impl PySampleRecord {
+    /// Size of a record in bytes.
+    pub const SIZE: usize = core::mem::size_of::<PySampleRecord>();
+
+    /// The valid code addresses, leaf first (the length is clamped to the array).
+    pub fn code_frames(&self) -> &[u64] {
+        let n = (self.py_len as usize).min(MAX_PYTHON_FRAMES);
+        &self.py_code[..n]
+    }
+
+    /// Reads a record from bytes; `None` when too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < Self::SIZE {
+            return None;
+        }
+        // SAFETY: the length is checked, every bit pattern is valid (integers only), and
+        // `read_unaligned` needs no alignment.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
+
+const _: () = assert!(PySampleRecord::SIZE == SampleRecord::SIZE + 8 + 8 * MAX_PYTHON_FRAMES);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: `repr(C)` plain integers and arrays with no padding; any bit pattern is valid.
     unsafe impl aya::Pod for super::SampleRecord {}
+    // SAFETY: as above (`PyProcConfig` asserts its size equals the sum of its fields).
+    unsafe impl aya::Pod for super::python::PyProcConfig {}
 }

@@ -6,9 +6,11 @@ use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{PerfEvent, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
+use pyro_ebpf_common::python::PyProcConfig;
 use pyro_ebpf_common::{
-    Counter, GLOBAL_COLLECT_KERNEL, GLOBAL_COLLECT_USER, MAP_COUNTERS, MAP_EVENTS, MAP_PIDS,
-    PROGRAM_NAME, PidState, SampleRecord,
+    Counter, GLOBAL_COLLECT_KERNEL, GLOBAL_COLLECT_USER, GLOBAL_PYTHON_ENABLED,
+    GLOBAL_TASK_TP_OFFSET, MAP_COUNTERS, MAP_EVENTS, MAP_PIDS, MAP_PY_PROCS, PROGRAM_NAME,
+    PidState, PySampleRecord, SampleRecord,
 };
 
 /// The kernel side, built by `bpf-programs/build.sh` (checked by `bpf-programs/check.sh`).
@@ -74,6 +76,7 @@ pub(crate) struct SamplerOptions {
     pub(crate) sample_rate: u32,
     pub(crate) collect_user: bool,
     pub(crate) collect_kernel: bool,
+    pub(crate) python_enabled: bool,
 }
 
 /// Sums of the kernel side's per-CPU counters since load.
@@ -91,6 +94,10 @@ pub struct KernelCounters {
     pub user_stack_errors: u64,
     /// Samples sent without their kernel stack (read error).
     pub kernel_stack_errors: u64,
+    /// Samples of Python processes sent with a Python frame walk.
+    pub python_samples: u64,
+    /// Python samples whose walk failed or met an unreadable frame.
+    pub python_read_errors: u64,
 }
 
 /// The loaded and attached kernel side. Dropping it detaches the program from every CPU and
@@ -98,6 +105,9 @@ pub struct KernelCounters {
 pub(crate) struct BpfSampler {
     events: RingBuf<MapData>,
     pids: BpfHashMap<MapData, u32, u32>,
+    py_procs: BpfHashMap<MapData, u32, PyProcConfig>,
+    /// Whether the Python walker runs (enabled, and the thread pointer offset is known).
+    python: bool,
     counters: PerCpuArray<MapData, u64>,
     cpus: Vec<u32>,
     // Owns the program and its perf-event links: dropping it detaches everything. Declared last
@@ -130,11 +140,19 @@ impl BpfSampler {
             .map_err(|(path, source)| BpfError::OnlineCpus { path, source })?;
         let collect_user = u32::from(options.collect_user);
         let collect_kernel = u32::from(options.collect_kernel);
+        let tp_offset = if options.python_enabled {
+            thread_pointer_offset()
+        } else {
+            0
+        };
+        let python = u32::from(options.python_enabled && tp_offset != 0);
         let mut ebpf = EbpfLoader::new()
             // The program has no CO-RE relocations: skip parsing the kernel's BTF (megabytes).
             .btf(None)
             .override_global(GLOBAL_COLLECT_USER, &collect_user, true)
             .override_global(GLOBAL_COLLECT_KERNEL, &collect_kernel, true)
+            .override_global(GLOBAL_PYTHON_ENABLED, &python, true)
+            .override_global(GLOBAL_TASK_TP_OFFSET, &tp_offset, true)
             .map_max_entries(
                 MAP_EVENTS,
                 ring_buffer_size(cpus.len(), options.sample_rate),
@@ -172,6 +190,8 @@ impl BpfSampler {
         let events =
             RingBuf::try_from(take(&mut ebpf, MAP_EVENTS)?).map_err(map_err(MAP_EVENTS))?;
         let pids = BpfHashMap::try_from(take(&mut ebpf, MAP_PIDS)?).map_err(map_err(MAP_PIDS))?;
+        let py_procs =
+            BpfHashMap::try_from(take(&mut ebpf, MAP_PY_PROCS)?).map_err(map_err(MAP_PY_PROCS))?;
         let counters =
             PerCpuArray::try_from(take(&mut ebpf, MAP_COUNTERS)?).map_err(map_err(MAP_COUNTERS))?;
         tracing::debug!(
@@ -182,6 +202,8 @@ impl BpfSampler {
         Ok(Self {
             events,
             pids,
+            py_procs,
+            python: python != 0,
             counters,
             cpus,
             _ebpf: ebpf,
@@ -193,17 +215,47 @@ impl BpfSampler {
         &self.cpus
     }
 
-    /// Calls `f` with every sample waiting in the ring buffer; returns how many entries were too
-    /// short to be a sample (none unless the object and this crate disagree).
-    pub(crate) fn drain(&mut self, mut f: impl FnMut(&SampleRecord)) -> u64 {
+    /// Whether the kernel side walks Python frames (`python_enabled`, and the thread pointer
+    /// offset was found in the kernel's BTF).
+    pub(crate) fn python(&self) -> bool {
+        self.python
+    }
+
+    /// Calls `f` with every sample waiting in the ring buffer, and its Python part for samples
+    /// of processes in the Python map; returns how many entries were too short to be a sample
+    /// (none unless the object and this crate disagree).
+    pub(crate) fn drain(
+        &mut self,
+        mut f: impl FnMut(&SampleRecord, Option<&PySampleRecord>),
+    ) -> u64 {
         let mut malformed = 0;
         while let Some(item) = self.events.next() {
+            if item.len() >= PySampleRecord::SIZE {
+                match PySampleRecord::from_bytes(&item) {
+                    Some(record) => f(&record.sample, Some(&record)),
+                    None => malformed += 1,
+                }
+                continue;
+            }
             match SampleRecord::from_bytes(&item) {
-                Some(record) => f(&record),
+                Some(record) => f(&record, None),
                 None => malformed += 1,
             }
         }
         malformed
+    }
+
+    /// Has the kernel side walk the Python frames of `pid` with `config`.
+    pub(crate) fn set_python(&mut self, pid: u32, config: &PyProcConfig) -> Result<(), BpfError> {
+        self.py_procs
+            .insert(pid, *config, 0)
+            .map_err(map_err(MAP_PY_PROCS))
+    }
+
+    /// Forgets the Python configuration of `pid`.
+    pub(crate) fn forget_python(&mut self, pid: u32) {
+        // Absent keys are not an error worth reporting.
+        let _ = self.py_procs.remove(&pid);
     }
 
     /// Records how the kernel side treats a process from now on.
@@ -224,10 +276,15 @@ impl BpfSampler {
         self.pids.keys().filter_map(Result::ok).collect()
     }
 
-    /// Forgets every classification (after the targets changed).
+    /// Forgets every classification (after the targets changed), Python configurations
+    /// included.
     pub(crate) fn clear_pids(&mut self) {
         for pid in self.known_pids() {
             self.forget_pid(pid);
+        }
+        let python: Vec<u32> = self.py_procs.keys().filter_map(Result::ok).collect();
+        for pid in python {
+            self.forget_python(pid);
         }
     }
 
@@ -246,6 +303,21 @@ impl BpfSampler {
             ringbuf_full: sum(Counter::RingBufFull),
             user_stack_errors: sum(Counter::UserStackError),
             kernel_stack_errors: sum(Counter::KernelStackError),
+            python_samples: sum(Counter::PythonSamples),
+            python_read_errors: sum(Counter::PythonReadErrors),
+        }
+    }
+}
+
+/// Offset of the thread pointer in `task_struct`, from the kernel's BTF; 0 (Python walker off,
+/// logged) when it cannot be found.
+fn thread_pointer_offset() -> u64 {
+    const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+    match pyro_python::Btf::load(VMLINUX).and_then(|btf| pyro_python::thread_pointer_offset(&btf)) {
+        Ok(offset) => offset,
+        Err(error) => {
+            tracing::warn!(path = VMLINUX, %error, "No thread pointer offset in the kernel BTF; Python frames are not read.");
+            0
         }
     }
 }

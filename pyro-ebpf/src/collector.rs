@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use prometheus_client::registry::Registry;
 use pyro_core::{Fanout, Profile, Receiver, Target};
-use pyro_ebpf_common::{PidState, SampleRecord};
+use pyro_ebpf_common::{PidState, PySampleRecord, SampleRecord};
+use pyro_python::{DetectError, Memory, ProcMem, PyProcConfig, UNKNOWN_FRAME};
 use pyro_symbolize::{Frame, Symbolizer, SymbolizerConfig};
 use tokio::sync::watch;
 
@@ -49,6 +50,33 @@ pub struct PollStats {
     pub empty: u64,
 }
 
+/// Detection attempts for a CPython process whose interpreter is not initialised yet (one per
+/// poll, so about 2 s at the default poll interval), as pyperf retries a few times.
+const PYTHON_DETECT_ATTEMPTS: u8 = 10;
+
+/// Code object names cached per Python process; the cache starts over when full.
+const PYTHON_NAMES_CACHE_SIZE: usize = 16_384;
+
+/// A CPython process the kernel side walks.
+#[derive(Debug)]
+struct PyProc {
+    config: PyProcConfig,
+    mem: ProcMem,
+    /// Code object address → legacy frame name (`None`: a shim frame, dropped).
+    names: HashMap<u64, Option<Arc<str>>>,
+}
+
+/// Python state of a profiled process.
+#[derive(Debug)]
+enum PyState {
+    /// Not CPython, unsupported, detection failed, or `python_enabled` is off: native stacks.
+    Native,
+    /// CPython whose interpreter was not ready: detection is tried again on later polls.
+    Pending { attempts: u8 },
+    /// In the kernel's Python map.
+    Ready(Box<PyProc>),
+}
+
 /// How a process is treated, decided on its first sample.
 #[derive(Debug, Clone)]
 enum Class {
@@ -64,6 +92,7 @@ struct KnownPid {
     /// `None` when the process was already gone when first seen.
     start_time: Option<u64>,
     class: Class,
+    python: PyState,
 }
 
 /// Raw stack of one process, as read from the kernel (leaf first).
@@ -72,6 +101,8 @@ struct RawStack {
     pid: u32,
     user: Box<[u64]>,
     kernel: Box<[u64]>,
+    /// Code object addresses of the Python frames (leaf first); empty for a native sample.
+    python: Box<[u64]>,
 }
 
 /// The eBPF CPU profiler, loaded and attached to every online CPU. Dropping it detaches the
@@ -130,6 +161,7 @@ impl Collector {
             sample_rate: config.sample_rate,
             collect_user: config.collect_user_profile,
             collect_kernel: config.collect_kernel_profile,
+            python_enabled: config.python_enabled,
         })
         .inspect_err(|error| {
             metrics.sessions_failing.inc();
@@ -178,8 +210,14 @@ impl Collector {
     pub fn poll(&mut self) -> PollStats {
         let mut stats = PollStats::default();
         let mut round = std::mem::take(&mut self.round);
+        self.retry_python();
         let mut records = Vec::new();
-        let malformed = self.sampler.drain(|r: &SampleRecord| records.push(*r));
+        let malformed = self
+            .sampler
+            .drain(|r: &SampleRecord, py: Option<&PySampleRecord>| {
+                let python: Box<[u64]> = py.map(|p| p.code_frames().into()).unwrap_or_default();
+                records.push((*r, python));
+            });
         if malformed > 0 {
             self.metrics
                 .lost_samples
@@ -188,9 +226,9 @@ impl Collector {
                 })
                 .inc_by(malformed);
         }
-        for r in &records {
+        for (r, python) in records {
             stats.samples += 1;
-            if !self.classify(r) {
+            if !self.classify(&r) {
                 continue;
             }
             stats.profiled += 1;
@@ -199,6 +237,7 @@ impl Collector {
                     pid: r.pid,
                     user: r.user_frames().into(),
                     kernel: r.kernel_frames().into(),
+                    python,
                 })
                 .or_insert(0) += 1;
         }
@@ -206,15 +245,21 @@ impl Collector {
             let pid = raw.pid;
             let Some(KnownPid {
                 class: Class::Profile { target, comm },
+                python,
                 ..
-            }) = self.known.get(&pid)
+            }) = self.known.get_mut(&pid)
             else {
                 continue;
             };
             let stack = match self.names.get(&raw) {
                 Some(names) => names.clone(),
                 None => {
-                    let names = symbolize(&self.symbolizer, &raw);
+                    let names = match python {
+                        PyState::Ready(py) if !raw.python.is_empty() => {
+                            symbolize_python(&self.symbolizer, py, &raw, &self.metrics)
+                        }
+                        _ => symbolize(&self.symbolizer, &raw),
+                    };
                     self.names.insert(raw, names.clone());
                     names
                 }
@@ -300,14 +345,80 @@ impl Collector {
         }
         tracing::trace!(pid = r.pid, ?state, "Process classified.");
         let profiled = matches!(class, Class::Profile { .. });
+        let python = if profiled && self.sampler.python() {
+            self.detect_python(r.pid, 0)
+        } else {
+            PyState::Native
+        };
         self.known.insert(
             r.pid,
             KnownPid {
                 start_time: stat.map(|s| s.start_time),
                 class,
+                python,
             },
         );
         profiled
+    }
+
+    /// Detects CPython in a profiled process and hands its configuration to the kernel side.
+    /// `attempts` is the number of earlier attempts that found the interpreter not ready.
+    fn detect_python(&mut self, pid: u32, attempts: u8) -> PyState {
+        let detected = pyro_python::detect(pid).and_then(|p| match p {
+            Some(p) => Ok(Some((ProcMem::open(pid)?, p))),
+            None => Ok(None),
+        });
+        match detected {
+            Ok(None) => PyState::Native,
+            Ok(Some((mem, process))) => {
+                if let Err(error) = self.sampler.set_python(pid, &process.config) {
+                    tracing::debug!(pid, %error, "Could not add the Python process to the kernel map.");
+                    self.metrics.python_detect_errors.inc();
+                    return PyState::Native;
+                }
+                self.metrics.python_processes.inc();
+                tracing::debug!(pid, version = %process.version, "Python frames of the process are read.");
+                PyState::Ready(Box::new(PyProc {
+                    config: process.config,
+                    mem,
+                    names: HashMap::new(),
+                }))
+            }
+            Err(DetectError::NotReady { .. }) if attempts + 1 < PYTHON_DETECT_ATTEMPTS => {
+                PyState::Pending {
+                    attempts: attempts + 1,
+                }
+            }
+            Err(error @ DetectError::UnsupportedVersion { .. }) => {
+                // Once per process: detection runs when the process is first classified.
+                tracing::warn!(pid, %error, "Python frames are not read for this version; native stacks are kept.");
+                self.metrics.python_unsupported.inc();
+                PyState::Native
+            }
+            Err(error) => {
+                tracing::debug!(pid, %error, "CPython detection failed; native stacks are kept.");
+                self.metrics.python_detect_errors.inc();
+                PyState::Native
+            }
+        }
+    }
+
+    /// Detects again the Python processes whose interpreter was not ready.
+    fn retry_python(&mut self) {
+        let pending: Vec<(u32, u8)> = self
+            .known
+            .iter()
+            .filter_map(|(pid, k)| match k.python {
+                PyState::Pending { attempts } => Some((*pid, attempts)),
+                _ => None,
+            })
+            .collect();
+        for (pid, attempts) in pending {
+            let state = self.detect_python(pid, attempts);
+            if let Some(k) = self.known.get_mut(&pid) {
+                k.python = state;
+            }
+        }
     }
 
     /// Forgets processes that exited (or whose pid was reused) in the user-space caches, the
@@ -327,6 +438,7 @@ impl Collector {
             self.procs.forget(pid);
             self.symbolizer.process_exited(pid);
             self.sampler.forget_pid(pid);
+            self.sampler.forget_python(pid);
         }
         // Entries the kernel map holds for processes user space no longer tracks (classified
         // before a restart of the map's owner, or evicted above while a sample was in flight).
@@ -347,6 +459,56 @@ fn symbolize(symbolizer: &Symbolizer, raw: &RawStack) -> Box<[Arc<str>]> {
         .chain(kernel.into_iter().rev())
         .map(|Frame { name, .. }| name)
         .collect()
+}
+
+/// Frame names of a Python sample, root first: the Python frames (named as the legacy engine
+/// names them, `"<file base name> <qualified function>"`, [`UNKNOWN_FRAME`] for a frame that
+/// could not be read), then kernel frames. The native user frames are left out, as the legacy
+/// engine replaces the user stack with the Python stack: they are the interpreter's own
+/// (`_PyEval_EvalFrameDefault` …) and say nothing the Python frames do not.
+fn symbolize_python(
+    symbolizer: &Symbolizer,
+    py: &mut PyProc,
+    raw: &RawStack,
+    metrics: &crate::metrics::Metrics,
+) -> Box<[Arc<str>]> {
+    let kernel = symbolizer.symbolize_kernel(&call_sites(&raw.kernel));
+    if py.names.len() >= PYTHON_NAMES_CACHE_SIZE {
+        py.names.clear();
+    }
+    let mut names: Vec<Arc<str>> = Vec::with_capacity(raw.python.len() + kernel.len());
+    for &code in raw.python.iter().rev() {
+        let name = py
+            .names
+            .entry(code)
+            .or_insert_with(|| code_name(&py.mem, &py.config, code, metrics));
+        if let Some(name) = name {
+            names.push(name.clone());
+        }
+    }
+    names.extend(kernel.into_iter().rev().map(|Frame { name, .. }| name));
+    names.into()
+}
+
+/// The legacy name of one code object, `None` for a shim frame the legacy engine drops.
+fn code_name(
+    mem: &dyn Memory,
+    config: &PyProcConfig,
+    code: u64,
+    metrics: &crate::metrics::Metrics,
+) -> Option<Arc<str>> {
+    if code == 0 {
+        return Some(Arc::from(UNKNOWN_FRAME));
+    }
+    match pyro_python::read_code(mem, config, code) {
+        Ok(symbol) if symbol.is_shim() => None,
+        Ok(symbol) => Some(Arc::from(symbol.legacy_name())),
+        Err(error) => {
+            tracing::trace!(code, %error, "Python code object not read.");
+            metrics.python_frame_errors.inc();
+            Some(Arc::from(UNKNOWN_FRAME))
+        }
+    }
 }
 
 /// The kernel reports return addresses for all frames but the leaf; the call instruction is
@@ -373,7 +535,11 @@ impl CollectorBuilder {
     /// `pyroscope_ebpf_pprofs_total{service_name}`, `pyroscope_ebpf_pprofs_dropped_total`,
     /// `pyroscope_ebpf_pprof_bytes_total{service_name}`,
     /// `pyroscope_ebpf_pprof_samples_total{service_name}`, `pyroscope_ebpf_samples_total`,
-    /// `pyroscope_ebpf_lost_samples_total{reason}` and `pyroscope_ebpf_stack_errors_total{stack}`.
+    /// `pyroscope_ebpf_lost_samples_total{reason}`, `pyroscope_ebpf_stack_errors_total{stack}`,
+    /// and for Python `pyroscope_ebpf_python_processes_total` (processes whose Python frames
+    /// are read), `pyroscope_ebpf_python_unsupported_total` (CPython of another version),
+    /// `pyroscope_ebpf_python_detect_errors_total` and `pyroscope_ebpf_python_frame_errors_total`
+    /// (walks that failed in the kernel plus code objects whose names could not be read).
     #[must_use]
     pub fn registry(mut self, registry: &mut Registry) -> Self {
         self.metrics = Metrics::register(registry);

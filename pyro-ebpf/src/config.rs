@@ -48,6 +48,11 @@ pub struct EbpfConfig {
     pub collect_user_profile: bool,
     /// Capture kernel stacks (`collect_kernel_profile`, true).
     pub collect_kernel_profile: bool,
+    /// Read the Python frames of CPython 3.8–3.13 processes (`python_enabled`, true): their
+    /// samples show `"<file> <Class.function>"` frames from the module level down instead of
+    /// the interpreter's native frames. Other versions keep native stacks (logged once,
+    /// counted in `pyroscope_ebpf_python_unsupported_total`).
+    pub python_enabled: bool,
     /// C++/Rust demangling: `none`, `simplified`, `templates` or `full` (`demangle`, `none`).
     pub demangle: String,
 }
@@ -65,6 +70,7 @@ impl Default for EbpfConfig {
             container_id_cache_size: 1024,
             collect_user_profile: true,
             collect_kernel_profile: true,
+            python_enabled: true,
             demangle: "none".to_owned(),
         }
     }
@@ -83,6 +89,7 @@ impl std::fmt::Debug for EbpfConfig {
             .field("container_id_cache_size", &self.container_id_cache_size)
             .field("collect_user_profile", &self.collect_user_profile)
             .field("collect_kernel_profile", &self.collect_kernel_profile)
+            .field("python_enabled", &self.python_enabled)
             .field("demangle", &self.demangle)
             .finish()
     }

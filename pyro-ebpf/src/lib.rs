@@ -24,6 +24,19 @@
 //!   are still reported) and counted per (target, pid); every `collect_interval` each process
 //!   becomes a `cpu`/`nanoseconds` pprof, the process name as root frame, value = count ×
 //!   period, sent to every receiver in `forward_to`.
+//! - **Python** (`python_enabled`, default true): a matched process running CPython 3.8–3.13
+//!   (detected by [`pyro_python::detect()`] on its first sample, retried while the interpreter
+//!   starts) gets its `PyProcConfig` in the kernel's `PY_PROCS` map. Its samples then carry the
+//!   running thread's Python frames, walked in BPF (thread pointer → pthread key →
+//!   `PyThreadState` → at most 128 frames, 2–3 reads each) as code object addresses; user space
+//!   reads each code object's names once per process ([`pyro_python::read_code`], cached) and
+//!   names frames as the legacy engine does: `"<file base name> <qualified function>"`
+//!   (`"main.py Worker.run"`), `pyperf_unknown` for a frame that could not be read. As in the
+//!   legacy engine, **the Python frames replace the native user frames** of such a sample
+//!   (kernel frames are kept after them, the process name stays the root); a sample of a
+//!   thread with no Python frame (a native thread, interpreter start-up) keeps its native
+//!   stack. Another CPython version is logged once and counted
+//!   (`pyroscope_ebpf_python_unsupported_total`) and keeps native stacks.
 //!
 //! Running it needs root (or `CAP_BPF`, `CAP_PERFMON`, `CAP_SYS_PTRACE`,
 //! `CAP_CHECKPOINT_RESTORE`), the host's pid namespace (pids from the kernel are looked up in

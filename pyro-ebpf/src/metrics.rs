@@ -39,6 +39,10 @@ pub(crate) struct Metrics {
     pub(crate) samples: Counter,
     pub(crate) lost_samples: Family<ReasonLabel, Counter>,
     pub(crate) stack_errors: Family<StackLabel, Counter>,
+    pub(crate) python_processes: Counter,
+    pub(crate) python_unsupported: Counter,
+    pub(crate) python_detect_errors: Counter,
+    pub(crate) python_frame_errors: Counter,
 }
 
 impl Metrics {
@@ -94,6 +98,26 @@ impl Metrics {
             "Samples whose user or kernel stack could not be read",
             m.stack_errors.clone(),
         );
+        registry.register(
+            "pyroscope_ebpf_python_processes",
+            "CPython processes whose Python frames the eBPF profiler reads",
+            m.python_processes.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_python_unsupported",
+            "CPython processes of a version the eBPF profiler cannot read (native stacks kept)",
+            m.python_unsupported.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_python_detect_errors",
+            "CPython processes whose detection failed (native stacks kept)",
+            m.python_detect_errors.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_python_frame_errors",
+            "Python samples whose walk failed in the kernel, plus code objects whose names could not be read",
+            m.python_frame_errors.clone(),
+        );
         m
     }
 
@@ -111,5 +135,7 @@ impl Metrics {
         self.stack_errors
             .get_or_create(&StackLabel { stack: "kernel" })
             .inc_by(d(previous.kernel_stack_errors, now.kernel_stack_errors));
+        self.python_frame_errors
+            .inc_by(d(previous.python_read_errors, now.python_read_errors));
     }
 }

@@ -6,10 +6,12 @@
 //! first time; for CPython 3.8–3.13 it gets a [`PyProcConfig`] (addresses in the process and the
 //! version's struct offsets) to put into a BPF hash map keyed by pid, which the kernel-side
 //! walker reads on every sample. Other versions give [`DetectError::UnsupportedVersion`]
-//! (logged once, counted, native stacks kept). [`layout`] is written without `std` so that it
-//! can move into `pyro-ebpf-common`. [`ReferenceWalker`] reads a live process's frames through
-//! `/proc/PID/mem` with the same offsets and steps as the BPF walker (see [`walker`]): tests
-//! check it against py-spy, and the BPF port transcribes it. [`kernel`] finds where the BPF
+//! (logged once, counted, native stacks kept). [`layout`] re-exports these types from
+//! `pyro-ebpf-common`, which the BPF program shares. The BPF walker reports code object
+//! addresses; [`read_code`] reads their names (once per process and code object, in the
+//! collector). [`ReferenceWalker`] reads a live process's frames through `/proc/PID/mem` with
+//! the same offsets and steps as the BPF walker (see [`walker`]): tests check it against
+//! py-spy. [`kernel`] finds where the BPF
 //! side reads a task's thread pointer (`task_struct.thread.fsbase`) from the kernel's BTF.
 //!
 //! ```
@@ -44,4 +46,6 @@ pub use detect::{DetectError, PyVersion, PythonModule, PythonProcess, detect, fi
 pub use kernel::{Btf, BtfError, thread_pointer_offset};
 pub use layout::{FrameModel, PyOffsets, PyProcConfig};
 pub use mem::{MemError, Memory, ProcMem};
-pub use walker::{PyFrame, PyStack, PySymbol, ReferenceWalker, ThreadStack, WalkError};
+pub use walker::{
+    PyFrame, PyStack, PySymbol, ReferenceWalker, ThreadStack, UNKNOWN_FRAME, WalkError, read_code,
+};

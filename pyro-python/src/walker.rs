@@ -225,6 +225,20 @@ pub fn walk_thread(
 pub fn read_frame(mem: &dyn Memory, cfg: &PyProcConfig, frame: u64) -> Result<PySymbol, WalkError> {
     let o = &cfg.offsets;
     let code = mem.read_u64(frame.wrapping_add(u64::from(o.frame_code)))?;
+    let mut sym = read_code(mem, cfg, code)?;
+    if sym.qualname.is_none() {
+        // A class that cannot be read leaves the frame unqualified, as in pyperf.
+        sym.class = read_class(mem, cfg, code, frame).ok().flatten();
+    }
+    Ok(sym)
+}
+
+/// Reads the names of one code object (`co_name`, `co_qualname` where the version has it,
+/// `co_filename`): what the collector does for each code address the BPF walker reports, once
+/// per process and code object. The class of a method before 3.11 needs the frame (its `self`),
+/// so it is not read here.
+pub fn read_code(mem: &dyn Memory, cfg: &PyProcConfig, code: u64) -> Result<PySymbol, WalkError> {
+    let o = &cfg.offsets;
     if code == 0 || mem.read_u64(code.wrapping_add(u64::from(o.object_type)))? != cfg.code_type_addr
     {
         return Err(WalkError::NotCode { addr: code });
@@ -243,17 +257,11 @@ pub fn read_frame(mem: &dyn Memory, cfg: &PyProcConfig, frame: u64) -> Result<Py
             false,
         )?)
     };
-    let class = if qualname.is_none() {
-        // A class that cannot be read leaves the frame unqualified, as in pyperf.
-        read_class(mem, cfg, code, frame).ok().flatten()
-    } else {
-        None
-    };
     Ok(PySymbol {
         file,
         name,
         qualname,
-        class,
+        class: None,
     })
 }
 

@@ -234,14 +234,17 @@ fn table_covers_3_8_to_3_13_only() {
     assert!(offsets_for(4, 0).is_none());
 }
 
-/// `layout` must stay `core`-only so it can move into the `no_std` `pyro-ebpf-common`.
+/// `layout` (now `pyro_ebpf_common::python`) must stay `core`-only: the BPF program uses it.
 #[test]
 fn layout_module_uses_core_only() {
-    let src = include_str!("../src/layout.rs");
+    let src = include_str!("../../pyro-ebpf-common/src/python.rs");
     for banned in [
         "std::", "String", "Vec<", "Box<", "format!", "alloc::", "HashMap",
     ] {
-        assert!(!src.contains(banned), "src/layout.rs uses {banned}");
+        assert!(
+            !src.contains(banned),
+            "pyro-ebpf-common/src/python.rs uses {banned}"
+        );
     }
     assert_eq!(pyro_python::PyProcConfig::SIZE, 104);
 }
