@@ -3,6 +3,9 @@
 //!
 //! This small library holds what the examples share and what a real host would get from its
 //! own framework: log setup, a minimal command line reader and a progress line for long runs.
+//! [`pipelines`] wires the Alloy pipelines of the `ebpf_to_pyroscope` and
+//! `receive_enrich_write` examples, so that the examples and the end-to-end test
+//! (`examples/tests/e2e.rs`) run the same code.
 //!
 //! ```
 //! use std::time::Duration;
