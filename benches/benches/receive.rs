@@ -18,10 +18,8 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message as _;
 use pyro_core::pprof::DEFAULT_MAX_DECODED_SIZE;
 use pyro_core::pprof::{ProfileBuilder, encode_gzip};
-use pyro_core::{AppendError, DynReceiver, Profile, Receiver};
-use pyro_receive::push::{
-    LabelPair, PushEncoding, PushRequest, RawProfileSeries, RawSample, parse_push,
-};
+use pyro_core::{AppendError, DynReceiver, Labels, Profile, Receiver};
+use pyro_receive::push::{PushEncoding, PushRequest, parse_push};
 use pyro_receive::{Config, Server};
 
 #[derive(Debug, Default)]
@@ -81,23 +79,10 @@ fn push_body() -> Bytes {
         ("namespace", "shop"),
         ("pod", "checkout-7d9f8b6c5-x2x7q"),
     ];
-    PushRequest {
-        series: vec![RawProfileSeries {
-            labels: labels
-                .iter()
-                .map(|(n, v)| LabelPair {
-                    name: (*n).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            samples: vec![RawSample {
-                raw_profile: raw.into(),
-                id: String::new(),
-            }],
-        }],
-    }
-    .encode_to_vec()
-    .into()
+    let labels = Labels::from_iter(labels);
+    PushRequest::from_profile(&Profile::new(labels, raw))
+        .encode_to_vec()
+        .into()
 }
 
 fn bench(c: &mut Criterion) {

@@ -2,54 +2,10 @@
 //! (`discovery.relabel` after `discovery.process`).
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
 
-/// Thread CPU time (`CLOCK_THREAD_CPUTIME_ID`) as a criterion measurement: what the work costs
-/// on one core, unaffected by other processes competing for the machine's cores.
-mod cpu_time {
-    use criterion::measurement::{Measurement, ValueFormatter, WallTime};
-
-    pub(crate) struct ThreadCpuTime;
-
-    fn now_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid out-pointer; this clock always exists on Linux.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    }
-
-    impl Measurement for ThreadCpuTime {
-        type Intermediate = u64;
-        type Value = u64;
-
-        fn start(&self) -> u64 {
-            now_ns()
-        }
-        fn end(&self, start: u64) -> u64 {
-            now_ns().saturating_sub(start)
-        }
-        fn add(&self, a: &u64, b: &u64) -> u64 {
-            a + b
-        }
-        fn zero(&self) -> u64 {
-            0
-        }
-        fn to_f64(&self, v: &u64) -> f64 {
-            *v as f64
-        }
-        fn formatter(&self) -> &dyn ValueFormatter {
-            // Nanoseconds, formatted like wall time.
-            static WALL: WallTime = WallTime;
-            WALL.formatter()
-        }
-    }
-}
-
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pyro_benches::cpu_time;
 use pyro_core::{Labels, Target};
 use pyro_discovery::relabel::{Action, RelabelConfig, RelabelRules, relabel_targets};
 

@@ -54,6 +54,39 @@ pub struct RawSample {
     pub id: String,
 }
 
+impl PushRequest {
+    /// A request with one series: `profile`'s labels as they are (label policy is the
+    /// sender's) and its payload as the one sample.
+    ///
+    /// ```
+    /// use pyro_core::push::PushRequest;
+    /// use pyro_core::{Labels, Profile};
+    ///
+    /// let profile = Profile::new(Labels::from_iter([("__name__", "process_cpu")]), &b"pprof"[..]);
+    /// let req = PushRequest::from_profile(&profile);
+    /// assert_eq!(req.series[0].labels[0].name, "__name__");
+    /// assert_eq!(&req.series[0].samples[0].raw_profile[..], b"pprof");
+    /// ```
+    pub fn from_profile(profile: &crate::Profile) -> Self {
+        PushRequest {
+            series: vec![RawProfileSeries {
+                labels: profile
+                    .labels
+                    .iter()
+                    .map(|l| LabelPair {
+                        name: l.name.clone(),
+                        value: l.value.clone(),
+                    })
+                    .collect(),
+                samples: vec![RawSample {
+                    raw_profile: profile.raw.clone(),
+                    id: profile.id.clone().unwrap_or_default(),
+                }],
+            }],
+        }
+    }
+}
+
 /// `push.v1.PushResponse`: empty.
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
 pub struct PushResponse {}

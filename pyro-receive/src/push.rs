@@ -235,52 +235,8 @@ mod tests {
     }
 
     fn request(labels: &[(&str, &str)], raw: Vec<u8>) -> PushRequest {
-        PushRequest {
-            series: vec![RawProfileSeries {
-                labels: labels
-                    .iter()
-                    .map(|(n, v)| LabelPair {
-                        name: (*n).into(),
-                        value: (*v).into(),
-                    })
-                    .collect(),
-                samples: vec![RawSample {
-                    raw_profile: raw.into(),
-                    id: "id-1".into(),
-                }],
-            }],
-        }
-    }
-
-    #[test]
-    fn wire_bytes_match_the_field_numbers() {
-        // PushRequest{series:[{labels:[{name:"a",value:"b"}],samples:[{raw_profile:"x",ID:"i"}]}]}
-        let req = PushRequest {
-            series: vec![RawProfileSeries {
-                labels: vec![LabelPair {
-                    name: "a".into(),
-                    value: "b".into(),
-                }],
-                samples: vec![RawSample {
-                    raw_profile: Bytes::from_static(b"x"),
-                    id: "i".into(),
-                }],
-            }],
-        };
-        let bytes = req.encode_to_vec();
-        assert_eq!(
-            bytes,
-            [
-                0x0a, 0x10, // series
-                0x0a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, b'b', // labels
-                0x12, 0x06, 0x0a, 0x01, b'x', 0x12, 0x01, b'i', // samples
-            ]
-        );
-        // An annotation (field 3) is skipped.
-        let mut with_annotation = bytes.clone();
-        with_annotation[1] += 4;
-        with_annotation.extend([0x1a, 0x02, 0x0a, 0x00]);
-        assert_eq!(PushRequest::decode(&with_annotation[..]).unwrap(), req);
+        let profile = Profile::new(Labels::from_iter(labels.iter().copied()), raw);
+        PushRequest::from_profile(&profile.with_id("id-1"))
     }
 
     #[test]

@@ -13,7 +13,8 @@ use common::{Collect, post, start_with};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use prost::Message as _;
-use pyro_receive::push::{LabelPair, PushRequest, RawProfileSeries, RawSample};
+use pyro_core::{Labels, Profile};
+use pyro_receive::push::PushRequest;
 use pyro_receive::{Config, ReceiveMetrics};
 
 const INFLATED: usize = 512 << 20;
@@ -38,19 +39,8 @@ fn peak_rss() -> usize {
 }
 
 fn push_body(raw: Vec<u8>) -> Vec<u8> {
-    PushRequest {
-        series: vec![RawProfileSeries {
-            labels: vec![LabelPair {
-                name: "__name__".into(),
-                value: "process_cpu".into(),
-            }],
-            samples: vec![RawSample {
-                raw_profile: raw.into(),
-                id: String::new(),
-            }],
-        }],
-    }
-    .encode_to_vec()
+    let labels = Labels::from_iter([("__name__", "process_cpu")]);
+    PushRequest::from_profile(&Profile::new(labels, raw)).encode_to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

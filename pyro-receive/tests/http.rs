@@ -15,7 +15,8 @@ use flate2::write::GzEncoder;
 use prost::Message as _;
 use pyro_core::pprof::{ProfileBuilder, decode, encode_gzip};
 use pyro_core::{AppendError, LabelError};
-use pyro_receive::push::{LabelPair, PushRequest, RawProfileSeries, RawSample};
+use pyro_core::{Labels, Profile};
+use pyro_receive::push::PushRequest;
 use pyro_receive::{Config, ReceiveMetrics};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -30,22 +31,9 @@ fn pprof() -> Vec<u8> {
 }
 
 fn push_body(labels: &[(&str, &str)], raw: Vec<u8>) -> Vec<u8> {
-    PushRequest {
-        series: vec![RawProfileSeries {
-            labels: labels
-                .iter()
-                .map(|(n, v)| LabelPair {
-                    name: (*n).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            samples: vec![RawSample {
-                raw_profile: raw.into(),
-                id: "5cf8a3b4-0b8e-4d3a-9c1e-0a1b2c3d4e5f".into(),
-            }],
-        }],
-    }
-    .encode_to_vec()
+    let profile = Profile::new(Labels::from_iter(labels.iter().copied()), raw)
+        .with_id("5cf8a3b4-0b8e-4d3a-9c1e-0a1b2c3d4e5f");
+    PushRequest::from_profile(&profile).encode_to_vec()
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

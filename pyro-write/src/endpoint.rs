@@ -20,7 +20,7 @@ use rustls::pki_types::ServerName;
 
 use crate::config::{Compression, EndpointConfig};
 use crate::error::{ConfigError, ConnectCode, PushError};
-use crate::proto::{LabelPair, PushRequest, RawProfileSeries, RawSample};
+use crate::proto::PushRequest;
 use crate::tls;
 
 /// The Connect procedure path of `push.v1.PusherService/Push`.
@@ -38,27 +38,6 @@ enum FileAuth {
     None,
     Basic { username: String, path: PathBuf },
     Bearer { path: PathBuf },
-}
-
-/// Builds the `PushRequest` for one profile: one series with the profile's labels as they are
-/// (label policy is the writer's job) and one sample.
-pub fn push_request(profile: &Profile) -> PushRequest {
-    PushRequest {
-        series: vec![RawProfileSeries {
-            labels: profile
-                .labels
-                .iter()
-                .map(|l| LabelPair {
-                    name: l.name.clone(),
-                    value: l.value.clone(),
-                })
-                .collect(),
-            samples: vec![RawSample {
-                raw_profile: profile.raw.clone(),
-                id: profile.id.clone().unwrap_or_default(),
-            }],
-        }],
-    }
 }
 
 /// One Pyroscope endpoint: `POST {url}/push.v1.PusherService/Push` with a protobuf
@@ -259,7 +238,7 @@ impl PushSink {
     /// Encodes the request body for `profile`, gzip-compressed when
     /// [`compresses`](Self::compresses) says so.
     pub fn encode_body(&self, profile: &Profile) -> Bytes {
-        let plain = push_request(profile).encode_to_vec();
+        let plain = PushRequest::from_profile(profile).encode_to_vec();
         if !self.compresses(profile) {
             return Bytes::from(plain);
         }

@@ -56,7 +56,7 @@ pub use config::{
     AppendMode, BasicAuth, Compression, EndpointConfig, FullPolicy, QueueConfig, RetryPolicy,
     Secret, TlsConfig, WriterConfig,
 };
-pub use endpoint::{PUSH_PATH, PushSink, TENANT_HEADER, push_request};
+pub use endpoint::{PUSH_PATH, PushSink, TENANT_HEADER};
 pub use error::{ConfigError, ConnectCode, DeliveryError, DropReason, PushError};
 pub use metrics::{DropLabels, EndpointLabel, LatencyLabels, WriteMetrics};
 pub use writer::{EndpointStats, SinkSpec, Writer};
