@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{assert_sdk_profile, sdk_installed, start};
+use common::{assert_sdk_profile, run_client, sdk_installed, start, wait_for_sdk_profile};
 
 const PROGRAM: &str = r#"
 const Pyroscope = require('@pyroscope/nodejs');
@@ -72,40 +70,16 @@ async fn node_sdk_pushes_profiles() {
         return;
     }
     let s = start();
-    let mut child = tokio::process::Command::new(&node)
-        .args(["-e", PROGRAM])
-        .env("PYRO_URL", &s.base)
-        .env("NODE_PATH", &node_path)
-        .env("DEBUG", "pyroscope")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("node program finished")
-        .unwrap();
-    assert!(status.success(), "node program failed: {status}");
-    let p = s
-        .collect
-        .wait_for(Duration::from_secs(10), |p| {
-            p.service_name() == Some("node-shop")
-                && pyro_core::pprof::decode(&p.raw, 1 << 24).is_ok_and(|pp| {
-                    pyro_core::pprof::folded(&pp, pp.default_sample_index())
-                        .iter()
-                        .any(|st| st.frames.iter().any(|f| f.contains("busyCheckout")))
-                })
-        })
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "no profile with busyCheckout from node-shop; got {:?}",
-                s.collect
-                    .profiles()
-                    .iter()
-                    .map(|p| p.labels.to_string())
-                    .collect::<Vec<_>>()
-            )
-        });
+    run_client(
+        "node program",
+        tokio::process::Command::new(&node)
+            .args(["-e", PROGRAM])
+            .env("PYRO_URL", &s.base)
+            .env("NODE_PATH", &node_path)
+            .env("DEBUG", "pyroscope"),
+    )
+    .await;
+    let p = wait_for_sdk_profile(&s.collect, "node-shop", "busyCheckout").await;
     assert_sdk_profile(
         &p,
         "node-shop",

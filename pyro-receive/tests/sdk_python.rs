@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{assert_sdk_profile, sdk_installed, start};
+use common::{assert_sdk_profile, run_client, sdk_installed, start, wait_for_sdk_profile};
 
 const PROGRAM: &str = r#"
 import os, sys, time
@@ -48,38 +46,14 @@ async fn python_sdk_pushes_profiles() {
         return;
     }
     let s = start();
-    let mut child = tokio::process::Command::new(&python)
-        .args(["-c", PROGRAM])
-        .env("PYRO_URL", &s.base)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("python program finished")
-        .unwrap();
-    assert!(status.success(), "python program failed: {status}");
-    let p = s
-        .collect
-        .wait_for(Duration::from_secs(10), |p| {
-            p.service_name() == Some("py.shop")
-                && pyro_core::pprof::decode(&p.raw, 1 << 24).is_ok_and(|pp| {
-                    pyro_core::pprof::folded(&pp, pp.default_sample_index())
-                        .iter()
-                        .any(|st| st.frames.iter().any(|f| f.contains("busy_checkout")))
-                })
-        })
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "no profile with busy_checkout from py.shop; got {:?}",
-                s.collect
-                    .profiles()
-                    .iter()
-                    .map(|p| p.labels.to_string())
-                    .collect::<Vec<_>>()
-            )
-        });
+    run_client(
+        "python program",
+        tokio::process::Command::new(&python)
+            .args(["-c", PROGRAM])
+            .env("PYRO_URL", &s.base),
+    )
+    .await;
+    let p = wait_for_sdk_profile(&s.collect, "py.shop", "busy_checkout").await;
     assert_sdk_profile(
         &p,
         "py.shop",

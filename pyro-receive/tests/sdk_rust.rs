@@ -6,7 +6,7 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{assert_sdk_profile, start};
+use common::{assert_sdk_profile, start, wait_for_sdk_profile};
 use pyroscope::backend::{BackendConfig, PprofConfig, pprof_backend};
 use pyroscope::pyroscope::PyroscopeAgentBuilder;
 
@@ -49,27 +49,7 @@ async fn rust_sdk_pushes_profiles() {
     let ready = running.stop().expect("agent stops");
     ready.shutdown();
 
-    let p = s
-        .collect
-        .wait_for(Duration::from_secs(10), |p| {
-            p.service_name() == Some("rust-shop")
-                && pyro_core::pprof::decode(&p.raw, 1 << 24).is_ok_and(|pp| {
-                    pyro_core::pprof::folded(&pp, pp.default_sample_index())
-                        .iter()
-                        .any(|st| st.frames.iter().any(|f| f.contains("busy_checkout")))
-                })
-        })
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "no profile with busy_checkout from rust-shop; got {:?}",
-                s.collect
-                    .profiles()
-                    .iter()
-                    .map(|p| p.labels.to_string())
-                    .collect::<Vec<_>>()
-            )
-        });
+    let p = wait_for_sdk_profile(&s.collect, "rust-shop", "busy_checkout").await;
     assert_sdk_profile(&p, "rust-shop", &[("team", "core"), ("region", "ap-south")]);
     assert_eq!(p.profile_type(), Some("process_cpu"));
     eprintln!("rust SDK labels: {}", p.labels);

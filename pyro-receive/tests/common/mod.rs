@@ -178,6 +178,39 @@ pub fn sdk_installed(what: &str, probe: &std::process::Output, install: &str) ->
     false
 }
 
+/// Waits (10 s) for a profile of `service` whose stacks contain `function`, the busy function of
+/// an SDK test program; panics listing what arrived instead.
+pub async fn wait_for_sdk_profile(collect: &Collect, service: &str, function: &str) -> Profile {
+    let found = collect
+        .wait_for(Duration::from_secs(10), |p| {
+            p.service_name() == Some(service)
+                && pyro_core::pprof::decode(&p.raw, 1 << 24).is_ok_and(|pp| {
+                    pyro_core::pprof::folded(&pp, pp.default_sample_index())
+                        .iter()
+                        .any(|st| st.frames.iter().any(|f| f.contains(function)))
+                })
+        })
+        .await;
+    found.unwrap_or_else(|| {
+        let got: Vec<String> = collect
+            .profiles()
+            .iter()
+            .map(|p| p.labels.to_string())
+            .collect();
+        panic!("no profile with {function} from {service}; got {got:?}")
+    })
+}
+
+/// Runs an SDK test program to completion (60 s at most) and checks it succeeded.
+pub async fn run_client(what: &str, command: &mut tokio::process::Command) {
+    let mut child = command.kill_on_drop(true).spawn().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within 60 s"))
+        .unwrap();
+    assert!(status.success(), "{what} failed: {status}");
+}
+
 /// Checks a profile an SDK sent: the application name and tags are labels, and the pprof
 /// decodes and has samples with non-zero values.
 pub fn assert_sdk_profile(p: &Profile, service: &str, tags: &[(&str, &str)]) {
