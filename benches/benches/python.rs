@@ -1,7 +1,8 @@
 //! CPython support (`pyro-python`): what the collector pays once per new Python process
 //! (`detect`: maps, ELF symbols, version, thread-state key calibration) and what one reference
-//! walk of every thread's Python stack costs through `/proc/PID/mem` (3 threads, 5 frames each;
-//! the BPF walker will do the same reads with `bpf_probe_read_user`).
+//! walk of every thread's Python stack costs through `/proc/PID/mem` (3 threads, 5 frames each).
+//! The BPF walker reads fewer (code object addresses only; names are read once per code object);
+//! its cost is measured by `pyro-ebpf/examples/python_cost.rs`.
 //!
 //! Runs on Debian's `/usr/bin/python3.11` and the pyenv 3.11 build (shared libpython with full
 //! `.symtab`) when present; needs root (reading another process's memory).

@@ -259,3 +259,33 @@ mod pod {
     // SAFETY: as above (`PyProcConfig` asserts its size equals the sum of its fields).
     unsafe impl aya::Pod for super::python::PyProcConfig {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_records_round_trip_and_clamp_their_length() {
+        let mut r = PySampleRecord {
+            sample: SampleRecord::zeroed(),
+            py_len: 3,
+            py_flags: PY_FLAG_TRUNCATED,
+            py_code: [0; MAX_PYTHON_FRAMES],
+        };
+        r.sample.pid = 42;
+        r.py_code[..3].copy_from_slice(&[0x10, 0x20, 0x30]);
+        // SAFETY: `repr(C)` integers only, no padding (asserted above).
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                (&r as *const PySampleRecord).cast::<u8>(),
+                PySampleRecord::SIZE,
+            )
+        };
+        let back = PySampleRecord::from_bytes(bytes).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.code_frames(), [0x10, 0x20, 0x30]);
+        assert!(PySampleRecord::from_bytes(&bytes[..SampleRecord::SIZE]).is_none());
+        r.py_len = u32::MAX;
+        assert_eq!(r.code_frames().len(), MAX_PYTHON_FRAMES);
+    }
+}
