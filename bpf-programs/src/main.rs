@@ -197,6 +197,23 @@ fn user<T>(addr: u64) -> Option<T> {
     unsafe { bpf_probe_read_user(addr as *const T) }.ok()
 }
 
+/// Reads 8 bytes at `addr` in the current process into `dst`; `dst` is zeroed when the read
+/// fails (the helper's contract), so the caller need not branch.
+///
+/// # Safety
+/// `dst` points at 8 writable bytes.
+#[inline(always)]
+unsafe fn raw_user(dst: *mut u64, addr: u64) {
+    // SAFETY: see the function's contract; the helper checks `addr`.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            dst.cast::<c_void>(),
+            8,
+            addr as *const c_void,
+        );
+    }
+}
+
 /// Walks the Python frames of the current thread into `rec` (`py_code`: code object addresses,
 /// leaf first; `py_len`; `py_flags`), as `pyro-python`'s reference walker does
 /// (`pyro_python::walker`).
@@ -204,7 +221,8 @@ fn user<T>(addr: u64) -> Option<T> {
 /// Bound: one loop of [`MAX_PYTHON_FRAMES`] (128) steps with a constant trip count, which the
 /// verifier accepts (bounded loops, kernel 5.3+). 3.12+ C-stack shim frames count toward the
 /// steps but are not reported. Per step 2 or 3 `bpf_probe_read_user` of 8 bytes or less
-/// (`previous`, `owner` on 3.12+, `f_code`); no strings are read here. The frame count and the
+/// (`previous`, `owner` on 3.12+, `f_code`), plus 2 before 3.11 (`localsplus[0]` and its
+/// `ob_type`, for the class of methods); no strings are read here. The frame count and the
 /// flags live in the record (volatile accesses), not in registers, so that the verifier's
 /// states at the loop head do not differ by them and are pruned: the walk verifies in a few
 /// thousand instructions instead of exploding past the one-million limit.
@@ -229,6 +247,8 @@ unsafe fn walk_python(cfg: &PyProcConfig, rec: *mut PySampleRecord) {
         };
         let o = &cfg.offsets;
         let skip_shims = o.owner_cstack != 0xff;
+        // Before 3.11 the class of a method comes from its first argument (as pyperf).
+        let read_args = o.frame_model == FrameModel::FrameObject as u8;
         for _ in 0..MAX_PYTHON_FRAMES {
             if frame == 0 {
                 break;
@@ -256,7 +276,21 @@ unsafe fn walk_python(cfg: &PyProcConfig, rec: *mut PySampleRecord) {
                 );
             }
             let n = core::ptr::read_volatile(len);
-            (*rec).py_code[(n as usize) & (MAX_PYTHON_FRAMES - 1)] = code;
+            let i = (n as usize) & (MAX_PYTHON_FRAMES - 1);
+            (*rec).py_code[i] = code;
+            (*rec).py_arg0[i] = 0;
+            (*rec).py_arg0_type[i] = 0;
+            if read_args {
+                // Read straight into the record, without branching on the outcome (a failed
+                // read leaves 0): every branch here multiplies the verifier's paths.
+                let arg0 = core::ptr::addr_of_mut!((*rec).py_arg0[i]);
+                raw_user(arg0, frame + u64::from(o.frame_localsplus));
+                let arg0_value = core::ptr::read_volatile(arg0);
+                raw_user(
+                    core::ptr::addr_of_mut!((*rec).py_arg0_type[i]),
+                    arg0_value + u64::from(o.object_type),
+                );
+            }
             core::ptr::write_volatile(len, n + 1);
             frame = back;
         }

@@ -215,7 +215,9 @@ const _: () = assert!(SampleRecord::SIZE.is_multiple_of(8));
 /// the kernel side walked. Frames are **code object addresses**, leaf first: user space reads
 /// each code object's names once per process (`pyro-python`) and caches them, so a sample costs
 /// the kernel side 3 reads per frame and no string copies. A 0 address is a frame that could not
-/// be read.
+/// be read. Before 3.11 (no `co_qualname`) each frame also carries its first local (`self` or
+/// `cls` of a method) and that object's type, from which user space names the class, as pyperf
+/// does; 2 more reads per frame.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PySampleRecord {
@@ -227,6 +229,10 @@ pub struct PySampleRecord {
     pub py_flags: u32,
     /// `PyCodeObject` addresses of the Python frames, leaf first.
     pub py_code: [u64; MAX_PYTHON_FRAMES],
+    /// Before 3.11: each frame's first local (`localsplus[0]`), 0 when unread or unset.
+    pub py_arg0: [u64; MAX_PYTHON_FRAMES],
+    /// Before 3.11: the type (`ob_type`) of [`PySampleRecord::py_arg0`], 0 when unread.
+    pub py_arg0_type: [u64; MAX_PYTHON_FRAMES],
 }
 
 impl PySampleRecord {
@@ -250,7 +256,7 @@ impl PySampleRecord {
     }
 }
 
-const _: () = assert!(PySampleRecord::SIZE == SampleRecord::SIZE + 8 + 8 * MAX_PYTHON_FRAMES);
+const _: () = assert!(PySampleRecord::SIZE == SampleRecord::SIZE + 8 + 3 * 8 * MAX_PYTHON_FRAMES);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -271,6 +277,8 @@ mod tests {
             py_len: 3,
             py_flags: PY_FLAG_TRUNCATED,
             py_code: [0; MAX_PYTHON_FRAMES],
+            py_arg0: [0; MAX_PYTHON_FRAMES],
+            py_arg0_type: [0; MAX_PYTHON_FRAMES],
         };
         r.sample.pid = 42;
         r.py_code[..3].copy_from_slice(&[0x10, 0x20, 0x30]);

@@ -125,10 +125,10 @@ impl std::fmt::Debug for BpfSampler {
 
 /// Ring buffer size: about one second of samples from every CPU, as a power of two (the kernel
 /// requires one), at least 256 KiB.
-fn ring_buffer_size(cpus: usize, sample_rate: u32) -> u32 {
+fn ring_buffer_size(cpus: usize, sample_rate: u32, record_size: usize) -> u32 {
     let bytes = (cpus.max(1) as u64)
         .saturating_mul(u64::from(sample_rate))
-        .saturating_mul((SampleRecord::SIZE + 8) as u64);
+        .saturating_mul((record_size + 8) as u64);
     bytes.clamp(256 << 10, 256 << 20).next_power_of_two() as u32
 }
 
@@ -155,7 +155,16 @@ impl BpfSampler {
             .override_global(GLOBAL_TASK_TP_OFFSET, &tp_offset, true)
             .map_max_entries(
                 MAP_EVENTS,
-                ring_buffer_size(cpus.len(), options.sample_rate),
+                // Python samples are the larger records.
+                ring_buffer_size(
+                    cpus.len(),
+                    options.sample_rate,
+                    if python != 0 {
+                        PySampleRecord::SIZE
+                    } else {
+                        SampleRecord::SIZE
+                    },
+                ),
             )
             .load(OBJECT)
             .map_err(|e| BpfError::Load(Box::new(e)))?;
@@ -341,9 +350,14 @@ mod tests {
 
     #[test]
     fn ring_buffer_sizes_are_powers_of_two() {
-        assert_eq!(ring_buffer_size(1, 1), 256 << 10);
-        let two = ring_buffer_size(2, 97);
+        assert_eq!(ring_buffer_size(1, 1, SampleRecord::SIZE), 256 << 10);
+        let two = ring_buffer_size(2, 97, SampleRecord::SIZE);
         assert!(two.is_power_of_two() && two as usize >= 2 * 97 * SampleRecord::SIZE);
-        assert_eq!(ring_buffer_size(4096, 100_000), 256 << 20);
+        let py = ring_buffer_size(2, 97, PySampleRecord::SIZE);
+        assert!(py.is_power_of_two() && py as usize >= 2 * 97 * PySampleRecord::SIZE);
+        assert_eq!(
+            ring_buffer_size(4096, 100_000, SampleRecord::SIZE),
+            256 << 20
+        );
     }
 }

@@ -11,7 +11,9 @@ use futures_util::StreamExt;
 use prometheus_client::registry::Registry;
 use pyro_core::{Fanout, Profile, Receiver, Target};
 use pyro_ebpf_common::{PidState, PySampleRecord, SampleRecord};
-use pyro_python::{DetectError, Memory, ProcMem, PyProcConfig, UNKNOWN_FRAME};
+use pyro_python::{
+    DetectError, FirstArg, FrameModel, Memory, ProcMem, PyProcConfig, UNKNOWN_FRAME,
+};
 use pyro_symbolize::{Frame, Symbolizer, SymbolizerConfig};
 use tokio::sync::watch;
 
@@ -62,8 +64,28 @@ const PYTHON_NAMES_CACHE_SIZE: usize = 16_384;
 struct PyProc {
     config: PyProcConfig,
     mem: ProcMem,
-    /// Code object address → legacy frame name (`None`: a shim frame, dropped).
-    names: HashMap<u64, Option<Arc<str>>>,
+    /// (code object, class or 0) → legacy frame name (`None`: a shim frame, dropped).
+    names: HashMap<(u64, u64), Option<Arc<str>>>,
+    /// Before 3.11: code object → what its first argument says about the class.
+    first_args: HashMap<u64, FirstArg>,
+}
+
+impl PyProc {
+    /// The class object of a frame before 3.11 (0 when none or from 3.11, where `co_qualname`
+    /// carries the class).
+    fn class(&mut self, code: u64, arg0: u64, arg0_type: u64) -> u64 {
+        if self.config.frame_model() != Some(FrameModel::FrameObject) || code == 0 || arg0 == 0 {
+            return 0;
+        }
+        if self.first_args.len() >= PYTHON_NAMES_CACHE_SIZE {
+            self.first_args.clear();
+        }
+        let (mem, config) = (&self.mem, &self.config);
+        let kind = *self.first_args.entry(code).or_insert_with(|| {
+            pyro_python::first_arg(mem, config, code).unwrap_or(FirstArg::Other)
+        });
+        pyro_python::class_of(kind, arg0, arg0_type).unwrap_or(0)
+    }
 }
 
 /// Python state of a profiled process.
@@ -101,8 +123,9 @@ struct RawStack {
     pid: u32,
     user: Box<[u64]>,
     kernel: Box<[u64]>,
-    /// Code object addresses of the Python frames (leaf first); empty for a native sample.
-    python: Box<[u64]>,
+    /// (code object, class object or 0) of the Python frames (leaf first); empty for a native
+    /// sample.
+    python: Box<[(u64, u64)]>,
 }
 
 /// The eBPF CPU profiler, loaded and attached to every online CPU. Dropping it detaches the
@@ -215,7 +238,14 @@ impl Collector {
         let malformed = self
             .sampler
             .drain(|r: &SampleRecord, py: Option<&PySampleRecord>| {
-                let python: Box<[u64]> = py.map(|p| p.code_frames().into()).unwrap_or_default();
+                let python: Vec<[u64; 3]> = py
+                    .map(|p| {
+                        let n = p.code_frames().len();
+                        (0..n)
+                            .map(|i| [p.py_code[i], p.py_arg0[i], p.py_arg0_type[i]])
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 records.push((*r, python));
             });
         if malformed > 0 {
@@ -232,6 +262,16 @@ impl Collector {
                 continue;
             }
             stats.profiled += 1;
+            let python: Box<[(u64, u64)]> = match self.known.get_mut(&r.pid) {
+                Some(KnownPid {
+                    python: PyState::Ready(py),
+                    ..
+                }) => python
+                    .iter()
+                    .map(|&[code, arg0, arg0_type]| (code, py.class(code, arg0, arg0_type)))
+                    .collect(),
+                _ => python.iter().map(|&[code, ..]| (code, 0)).collect(),
+            };
             *round
                 .entry(RawStack {
                     pid: r.pid,
@@ -382,6 +422,7 @@ impl Collector {
                     config: process.config,
                     mem,
                     names: HashMap::new(),
+                    first_args: HashMap::new(),
                 }))
             }
             Err(DetectError::NotReady { .. }) if attempts + 1 < PYTHON_DETECT_ATTEMPTS => {
@@ -477,11 +518,11 @@ fn symbolize_python(
         py.names.clear();
     }
     let mut names: Vec<Arc<str>> = Vec::with_capacity(raw.python.len() + kernel.len());
-    for &code in raw.python.iter().rev() {
+    for &(code, class) in raw.python.iter().rev() {
         let name = py
             .names
-            .entry(code)
-            .or_insert_with(|| code_name(&py.mem, &py.config, code, metrics));
+            .entry((code, class))
+            .or_insert_with(|| code_name(&py.mem, &py.config, code, class, metrics));
         if let Some(name) = name {
             names.push(name.clone());
         }
@@ -490,17 +531,26 @@ fn symbolize_python(
     names.into()
 }
 
-/// The legacy name of one code object, `None` for a shim frame the legacy engine drops.
+/// The legacy name of one code object (of a method of `class` before 3.11, 0 for none), `None`
+/// for a shim frame the legacy engine drops.
 fn code_name(
     mem: &dyn Memory,
     config: &PyProcConfig,
     code: u64,
+    class: u64,
     metrics: &crate::metrics::Metrics,
 ) -> Option<Arc<str>> {
     if code == 0 {
         return Some(Arc::from(UNKNOWN_FRAME));
     }
-    match pyro_python::read_code(mem, config, code) {
+    let symbol = pyro_python::read_code(mem, config, code).map(|mut symbol| {
+        if class != 0 {
+            // A class that cannot be read leaves the frame unqualified, as in pyperf.
+            symbol.class = pyro_python::class_name(mem, config, class).ok();
+        }
+        symbol
+    });
+    match symbol {
         Ok(symbol) if symbol.is_shim() => None,
         Ok(symbol) => Some(Arc::from(symbol.legacy_name())),
         Err(error) => {

@@ -28,7 +28,8 @@
 //!   (detected by [`pyro_python::detect()`] on its first sample, retried while the interpreter
 //!   starts) gets its `PyProcConfig` in the kernel's `PY_PROCS` map. Its samples then carry the
 //!   running thread's Python frames, walked in BPF (thread pointer → pthread key →
-//!   `PyThreadState` → at most 128 frames, 2–3 reads each) as code object addresses; user space
+//!   `PyThreadState` → at most 128 frames, 2–4 reads each) as code object addresses (and,
+//!   before 3.11, the first argument and its type, for the class of methods); user space
 //!   reads each code object's names once per process ([`pyro_python::read_code`], cached) and
 //!   names frames as the legacy engine does: `"<file base name> <qualified function>"`
 //!   (`"main.py Worker.run"`), `pyperf_unknown` for a frame that could not be read. As in the

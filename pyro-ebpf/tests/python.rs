@@ -127,25 +127,11 @@ fn legacy_function(frame: &str) -> Option<usize> {
     FUNCTIONS.iter().position(|(_, legacy, _)| *legacy == frame)
 }
 
-/// Before 3.11 the BPF path names methods without their class (no `co_qualname`; the class
-/// from `self` is not read): `work.py work_b`.
-fn legacy_function_pre311(frame: &str) -> Option<usize> {
-    match frame {
-        "work.py work_b" => Some(1),
-        _ => legacy_function(frame),
-    }
-}
-
 fn folded(stacks: Vec<FoldedStack>) -> Vec<(Vec<String>, i64)> {
     stacks.into_iter().map(|s| (s.frames, s.value)).collect()
 }
 
-fn check(exe: &Path, label: &str, minor: u8, py_spy: Option<&Path>) {
-    let by = if minor < 11 {
-        legacy_function_pre311
-    } else {
-        legacy_function
-    };
+fn check(exe: &Path, label: &str, py_spy: Option<&Path>) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(exe);
     cmd.arg(workload_script()).arg(SECONDS);
@@ -204,17 +190,12 @@ fn check(exe: &Path, label: &str, minor: u8, py_spy: Option<&Path>) {
     // Values are CPU nanoseconds: at least 2 s of the 8 s (the machine is shared).
     let total: i64 = ours.iter().map(|(_, v)| v).sum();
     assert!(total >= 2_000_000_000, "{label}: only {total} ns of CPU");
-    let got = shares(&ours, by);
+    let got = shares(&ours, legacy_function);
     eprintln!(
         "{label}: {:.2} s of CPU, shares {got:?}",
         total as f64 / 1e9
     );
     for (i, (_, name, want)) in FUNCTIONS.iter().enumerate() {
-        let name = if minor < 11 && i == 1 {
-            &"work.py work_b"
-        } else {
-            name
-        };
         assert!(
             (got[i] - want).abs() <= 0.05,
             "{label}: {name} has {:.1} % of the samples, expected {:.1} % ± 5: {ours:#?}",
@@ -304,20 +285,20 @@ fn python_frames_split_as_constructed_and_agree_with_py_spy() {
         PathBuf::from("/usr/bin/python3.11"),
         "apt-get install python3.11",
     ) {
-        pythons.push((exe, "debian-3.11".to_string(), 11));
+        pythons.push((exe, "debian-3.11".to_string()));
     }
     if let Some(exe) = pyenv_311() {
-        pythons.push((exe, "pyenv-3.11".to_string(), 11));
+        pythons.push((exe, "pyenv-3.11".to_string()));
     }
     // Other minors where pyenv has them (this dev machine; not CI).
     for minor in [8, 9, 10, 12, 13] {
         match pyenv_optional(minor) {
-            Some(exe) => pythons.push((exe, format!("pyenv-3.{minor}"), minor)),
+            Some(exe) => pythons.push((exe, format!("pyenv-3.{minor}"))),
             None => eprintln!("UNCHECKED: no pyenv 3.{minor} build"),
         }
     }
-    for (exe, label, minor) in &pythons {
-        check(exe, label, *minor, py_spy.as_deref());
+    for (exe, label) in &pythons {
+        check(exe, label, py_spy.as_deref());
     }
 }
 

@@ -47,5 +47,6 @@ pub use kernel::{Btf, BtfError, thread_pointer_offset};
 pub use layout::{FrameModel, PyOffsets, PyProcConfig};
 pub use mem::{MemError, Memory, ProcMem};
 pub use walker::{
-    PyFrame, PyStack, PySymbol, ReferenceWalker, ThreadStack, UNKNOWN_FRAME, WalkError, read_code,
+    FirstArg, PyFrame, PyStack, PySymbol, ReferenceWalker, ThreadStack, UNKNOWN_FRAME, WalkError,
+    class_name, class_of, first_arg, read_code,
 };

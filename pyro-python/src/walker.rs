@@ -265,6 +265,55 @@ pub fn read_code(mem: &dyn Memory, cfg: &PyProcConfig, code: u64) -> Result<PySy
     })
 }
 
+/// What the first argument of a code object tells about its class (before 3.11, as pyperf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FirstArg {
+    /// Named `self`: the class is the argument's type.
+    SelfArg,
+    /// Named `cls`: the argument is the class.
+    ClsArg,
+    /// No argument, or another name: no class.
+    Other,
+}
+
+/// The kind of a code object's first argument (step 5).
+pub fn first_arg(mem: &dyn Memory, cfg: &PyProcConfig, code: u64) -> Result<FirstArg, WalkError> {
+    let o = &cfg.offsets;
+    let argcount = mem.read_u32(code.wrapping_add(u64::from(o.code_argcount)))? as i32;
+    if argcount <= 0 {
+        return Ok(FirstArg::Other);
+    }
+    let varnames = mem.read_u64(code.wrapping_add(u64::from(o.code_varnames)))?;
+    let first_name = mem.read_u64(varnames.wrapping_add(u64::from(o.tuple_items)))?;
+    Ok(match read_str(mem, cfg, first_name, 8, false)?.as_str() {
+        "self" => FirstArg::SelfArg,
+        "cls" => FirstArg::ClsArg,
+        _ => FirstArg::Other,
+    })
+}
+
+/// The class a method's first argument names: its type (`self`, given as `arg0_type`) or
+/// itself (`cls`, `arg0`); `None` for [`FirstArg::Other`] or a null pointer.
+pub fn class_of(kind: FirstArg, arg0: u64, arg0_type: u64) -> Option<u64> {
+    let ty = match kind {
+        FirstArg::SelfArg => arg0_type,
+        FirstArg::ClsArg => arg0,
+        FirstArg::Other => 0,
+    };
+    (ty != 0).then_some(ty)
+}
+
+/// The name of the type object at `ty` (`tp_name`, at most [`MAX_CLASS_BYTES`]), without the
+/// module prefix static types carry (`module.Class` → `Class`).
+pub fn class_name(mem: &dyn Memory, cfg: &PyProcConfig, ty: u64) -> Result<String, WalkError> {
+    let tp_name = mem.read_u64(ty.wrapping_add(u64::from(cfg.offsets.type_name)))?;
+    let name = read_c_str(mem, tp_name, MAX_CLASS_BYTES)?;
+    Ok(match name.rfind('.') {
+        Some(i) => name[i + 1..].to_string(),
+        None => name,
+    })
+}
+
 /// Class of a method before 3.11, from its `self` / `cls` first argument (step 5).
 fn read_class(
     mem: &dyn Memory,
@@ -273,29 +322,22 @@ fn read_class(
     frame: u64,
 ) -> Result<Option<String>, WalkError> {
     let o = &cfg.offsets;
-    let argcount = mem.read_u32(code.wrapping_add(u64::from(o.code_argcount)))? as i32;
-    if argcount <= 0 {
+    let kind = first_arg(mem, cfg, code)?;
+    if kind == FirstArg::Other {
         return Ok(None);
     }
-    let varnames = mem.read_u64(code.wrapping_add(u64::from(o.code_varnames)))?;
-    let first_name = mem.read_u64(varnames.wrapping_add(u64::from(o.tuple_items)))?;
-    let arg = read_str(mem, cfg, first_name, 8, false)?;
     let first = mem.read_u64(frame.wrapping_add(u64::from(o.frame_localsplus)))?;
     if first == 0 {
         return Ok(None);
     }
-    let ty = match arg.as_str() {
-        "self" => mem.read_u64(first.wrapping_add(u64::from(o.object_type)))?,
-        "cls" => first,
-        _ => return Ok(None),
+    let first_type = match kind {
+        FirstArg::SelfArg => mem.read_u64(first.wrapping_add(u64::from(o.object_type)))?,
+        _ => 0,
     };
-    let tp_name = mem.read_u64(ty.wrapping_add(u64::from(o.type_name)))?;
-    let name = read_c_str(mem, tp_name, MAX_CLASS_BYTES)?;
-    // Static types are named `module.Class`; keep the class.
-    Ok(Some(match name.rfind('.') {
-        Some(i) => name[i + 1..].to_string(),
-        None => name,
-    }))
+    match class_of(kind, first, first_type) {
+        Some(ty) => class_name(mem, cfg, ty).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Reads a compact `str` object, at most `max` bytes of characters, from its start or its end.
