@@ -759,6 +759,47 @@ async fn send(fanout: Fanout, profiles: Vec<Profile>, timeout: Duration, metrics
 mod tests {
     use super::*;
 
+    /// Memory where nothing can be read (an exited process, a bad address).
+    struct Unreadable;
+
+    impl Memory for Unreadable {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), pyro_python::MemError> {
+            Err(pyro_python::MemError::Read {
+                pid: 1,
+                addr,
+                len: buf.len(),
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            })
+        }
+    }
+
+    #[test]
+    fn unreadable_python_frames_are_marked_and_counted() {
+        let config = PyProcConfig {
+            runtime_addr: 0,
+            tss_key_addr: 0,
+            code_type_addr: 0x1000,
+            unicode_type_addr: 0x2000,
+            tls_key0_data: 0,
+            version_hex: 0x030b_0000,
+            libc: 1,
+            offsets: *pyro_python::layout::offsets_for(3, 11).unwrap(),
+        };
+        let metrics = Metrics::default();
+        // A frame the kernel could not read (code address 0): marked, counted in the kernel.
+        assert_eq!(
+            code_name(&Unreadable, &config, 0, 0, &metrics).as_deref(),
+            Some(UNKNOWN_FRAME)
+        );
+        assert_eq!(metrics.python_frame_errors.get(), 0);
+        // A code object whose names cannot be read: marked and counted here.
+        assert_eq!(
+            code_name(&Unreadable, &config, 0x5000, 0, &metrics).as_deref(),
+            Some("pyperf_unknown")
+        );
+        assert_eq!(metrics.python_frame_errors.get(), 1);
+    }
+
     #[test]
     fn call_sites_step_back_into_the_call_except_for_the_leaf() {
         assert_eq!(call_sites(&[0x1000, 0x2005, 0]), [0x1000, 0x2004, 0]);
