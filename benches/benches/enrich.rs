@@ -82,8 +82,12 @@ fn enricher(copy: &[&str]) -> Enricher {
 
 /// The same labels in a set of their own (a profile that arrived over HTTP owns its labels).
 fn owned(p: &Profile) -> Profile {
-    let labels =
-        Labels::try_from_pairs(p.labels.iter().map(|l| (l.name.clone(), l.value.clone()))).unwrap();
+    let labels = Labels::try_from_pairs(
+        p.labels
+            .iter()
+            .map(|l| (l.name().to_owned(), l.value().to_owned())),
+    )
+    .unwrap();
     Profile::new(labels, p.raw.clone())
 }
 

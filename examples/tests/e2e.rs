@@ -171,7 +171,7 @@ async fn ebpf_profiles_of_a_busy_process_reach_pyroscope_with_relabelled_labels(
     assert!(
         p.labels
             .iter()
-            .all(|l| l.name == "__name__" || !l.name.starts_with("__")),
+            .all(|l| l.name() == "__name__" || !l.name().starts_with("__")),
         "reserved labels reached Pyroscope: {}",
         p.labels
     );
@@ -321,7 +321,7 @@ async fn sdk_profiles_are_enriched_with_discovery_labels_and_written() {
     assert!(
         p.labels
             .iter()
-            .all(|l| l.name == "__name__" || !l.name.starts_with("__")),
+            .all(|l| l.name() == "__name__" || !l.name().starts_with("__")),
         "{}",
         p.labels
     );

@@ -58,22 +58,32 @@ pub mod limits {
     pub const MAX_VALUE_LEN: usize = 2048;
 }
 
-/// One name/value pair.
+/// One name/value pair. The strings are shared (`Arc<str>`), so copying a label from one set to
+/// another — what enrichment and joins do for every profile — costs two reference counts, not
+/// two allocations.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Label {
-    /// The label name.
-    pub name: String,
-    /// The label value.
-    pub value: String,
+    name: Arc<str>,
+    value: Arc<str>,
 }
 
 impl Label {
     /// A pair from anything string-like.
-    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Self {
         Self {
             name: name.into(),
             value: value.into(),
         }
+    }
+
+    /// The label name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The label value.
+    pub fn value(&self) -> &str {
+        &self.value
     }
 }
 
@@ -231,7 +241,7 @@ fn truncated(name: &str) -> String {
 /// labels.set("env", "prod");
 /// assert_eq!(labels.get(names::SERVICE_NAME), Some("api"));
 /// // Sorted by name, whatever the insertion order.
-/// let names: Vec<_> = labels.iter().map(|l| l.name.as_str()).collect();
+/// let names: Vec<_> = labels.iter().map(|l| l.name()).collect();
 /// assert_eq!(names, ["__name__", "env", "service_name"]);
 /// assert!(labels.validate().is_ok());
 /// ```
@@ -255,12 +265,12 @@ impl Labels {
     {
         let mut v: Vec<Label> = pairs
             .into_iter()
-            .map(|(n, val)| Label::new(n, val))
+            .map(|(n, val)| Label::new(n.into(), val.into()))
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(w) = v.windows(2).find(|w| w[0].name == w[1].name) {
             return Err(LabelError::DuplicateName {
-                name: w[0].name.clone(),
+                name: w[0].name.to_string(),
             });
         }
         Ok(Self { inner: Arc::new(v) })
@@ -277,14 +287,12 @@ impl Labels {
     }
 
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.inner.binary_search_by(|l| l.name.as_str().cmp(name))
+        self.inner.binary_search_by(|l| (*l.name).cmp(name))
     }
 
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.position(name)
-            .ok()
-            .map(|i| self.inner[i].value.as_str())
+        self.position(name).ok().map(|i| &*self.inner[i].value)
     }
 
     /// The value of `name` if present and non-empty.
@@ -307,11 +315,11 @@ impl Labels {
         }
         match self.position(&name) {
             Ok(i) => {
-                if self.inner[i].value != value {
-                    Arc::make_mut(&mut self.inner)[i].value = value;
+                if *self.inner[i].value != *value {
+                    Arc::make_mut(&mut self.inner)[i].value = value.into();
                 }
             }
-            Err(i) => Arc::make_mut(&mut self.inner).insert(i, Label { name, value }),
+            Err(i) => Arc::make_mut(&mut self.inner).insert(i, Label::new(name, value)),
         }
     }
 
@@ -325,7 +333,7 @@ impl Labels {
     /// Removes `name`, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<String> {
         let i = self.position(name).ok()?;
-        Some(Arc::make_mut(&mut self.inner).remove(i).value)
+        Some(Arc::make_mut(&mut self.inner).remove(i).value.to_string())
     }
 
     /// Keeps only the labels for which `keep` returns true.
@@ -393,8 +401,8 @@ impl Labels {
     pub fn drop_reserved(&mut self) {
         self.retain(|l| {
             !l.name.starts_with(names::RESERVED_PREFIX)
-                || l.name == names::METRIC_NAME
-                || l.name == names::DELTA
+                || *l.name == *names::METRIC_NAME
+                || *l.name == *names::DELTA
         });
     }
 
@@ -431,17 +439,17 @@ impl Labels {
             }
             if !is_valid_label_name(&l.name) {
                 return Err(LabelError::InvalidName {
-                    name: l.name.clone(),
+                    name: l.name.to_string(),
                 });
             }
             if l.value.is_empty() {
                 return Err(LabelError::EmptyValue {
-                    name: l.name.clone(),
+                    name: l.name.to_string(),
                 });
             }
             if l.value.len() > limits::MAX_VALUE_LEN {
                 return Err(LabelError::ValueTooLong {
-                    name: l.name.clone(),
+                    name: l.name.to_string(),
                     len: l.value.len(),
                     limit: limits::MAX_VALUE_LEN,
                 });
@@ -465,7 +473,7 @@ impl Labels {
                 let original = self
                     .iter()
                     .find(|l| l.name.replace('.', "_") == w[0] && l.name.contains('.'))
-                    .map_or_else(|| w[0].clone(), |l| l.name.clone());
+                    .map_or_else(|| w[0].clone(), |l| l.name.to_string());
                 return Err(LabelError::DuplicateName { name: original });
             }
         }
@@ -577,7 +585,7 @@ mod tests {
             Labels::try_from_pairs([("a", "x"), ("b", "2"), ("c", ""), ("f", "6")]).unwrap();
         let mut expected = base.clone();
         for l in &other {
-            expected.set(l.name.clone(), l.value.clone());
+            expected.set(l.name().to_owned(), l.value().to_owned());
         }
         let mut shared = base.clone();
         shared.merge(&other);
@@ -606,7 +614,7 @@ mod tests {
         let before = l.clone();
         let mut asked = Vec::new();
         l.retain(|x| {
-            asked.push(x.name.clone());
+            asked.push(x.name().to_owned());
             true
         });
         assert!(
@@ -615,8 +623,8 @@ mod tests {
         );
         asked.clear();
         l.retain(|x| {
-            asked.push(x.name.clone());
-            x.name != "b" && x.name != "d"
+            asked.push(x.name().to_owned());
+            x.name() != "b" && x.name() != "d"
         });
         assert_eq!(asked, ["a", "b", "c", "d"]);
         assert_eq!(l, Labels::from_iter([("a", "1"), ("c", "3")]));
@@ -633,7 +641,7 @@ mod tests {
             ("a", "b"),
         ]);
         l.drop_reserved();
-        let names: Vec<_> = l.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<_> = l.iter().map(|l| l.name()).collect();
         assert_eq!(names, ["__delta__", "__name__", "a"]);
     }
 
@@ -770,7 +778,7 @@ mod tests {
             let base = Labels::from_iter(a);
             let other = Labels::try_from_pairs(b).unwrap();
             let mut expected = base.clone();
-            for l in &other { expected.set(l.name.clone(), l.value.clone()); }
+            for l in &other { expected.set(l.name().to_owned(), l.value().to_owned()); }
             let mut merged = base.clone();
             merged.merge(&other);
             prop_assert_eq!(merged, expected);
@@ -781,7 +789,7 @@ mod tests {
             let l = Labels::from_iter(pairs.clone());
             let mut expected = std::collections::BTreeMap::new();
             for (k, v) in pairs { expected.insert(k, v); }
-            let got: Vec<_> = l.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+            let got: Vec<_> = l.iter().map(|l| (l.name().to_owned(), l.value().to_owned())).collect();
             let want: Vec<_> = expected.into_iter().collect();
             prop_assert_eq!(got, want);
         }

@@ -74,8 +74,8 @@ impl PushRequest {
                     .labels
                     .iter()
                     .map(|l| LabelPair {
-                        name: l.name.clone(),
-                        value: l.value.clone(),
+                        name: l.name().to_owned(),
+                        value: l.value().to_owned(),
                     })
                     .collect(),
                 samples: vec![RawSample {

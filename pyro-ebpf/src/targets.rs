@@ -31,7 +31,7 @@ impl ResolvedTarget {
         let service_name = infer_service_name(target.labels()).into_owned();
         let mut labels = target.labels().clone();
         labels.retain(|l| {
-            !l.name.starts_with(names::RESERVED_PREFIX) || l.name == names::METRIC_NAME
+            !l.name().starts_with(names::RESERVED_PREFIX) || l.name() == names::METRIC_NAME
         });
         labels.set_if_absent(names::SERVICE_NAME, service_name.clone());
         labels.set_if_absent(names::METRIC_NAME, PROFILE_NAME);

@@ -208,7 +208,7 @@ fn cost(profile: &Profile) -> usize {
         + profile
             .labels
             .iter()
-            .map(|l| l.name.len() + l.value.len())
+            .map(|l| l.name().len() + l.value().len())
             .sum::<usize>()
 }
 

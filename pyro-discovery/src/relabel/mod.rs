@@ -72,7 +72,7 @@ mod template;
 use std::fmt;
 
 use md5::{Digest, Md5};
-use pyro_core::{Label, Labels};
+use pyro_core::Labels;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -620,7 +620,8 @@ impl Compiled {
             }
             Action::LabelMap => {
                 let snapshot = labels.clone();
-                for Label { name, value } in snapshot.iter() {
+                for label in snapshot.iter() {
+                    let (name, value) = (label.name(), label.value());
                     let Some(re) = &self.regex else {
                         // `(.*)`: the name maps to the replacement with $1 = name.
                         scratch.clear();
@@ -637,11 +638,11 @@ impl Compiled {
                 true
             }
             Action::LabelDrop => {
-                labels.retain(|l| !self.is_match(&l.name));
+                labels.retain(|l| !self.is_match(l.name()));
                 true
             }
             Action::LabelKeep => {
-                labels.retain(|l| self.is_match(&l.name));
+                labels.retain(|l| self.is_match(l.name()));
                 true
             }
         }
