@@ -441,59 +441,49 @@ fn compile(
         field,
         allowed,
     };
-    match action {
-        Action::Lowercase | Action::Uppercase if c.replacement != DEFAULT_REPLACEMENT => {
-            return Err(not_allowed(
-                "replacement",
-                "source_labels, separator, target_label",
-            ));
+    // Fields an action ignores must keep their defaults: (field, still default?).
+    let defaults = [
+        ("source_labels", c.source_labels.is_empty()),
+        ("target_label", c.target_label.is_empty()),
+        ("regex", c.regex == DEFAULT_REGEX),
+        ("modulus", c.modulus == 0),
+        ("separator", c.separator == DEFAULT_SEPARATOR),
+        ("replacement", c.replacement == DEFAULT_REPLACEMENT),
+    ];
+    let must_be_default: &[&str] = match action {
+        Action::Lowercase | Action::Uppercase => &["replacement"],
+        Action::KeepEqual | Action::DropEqual => &["regex", "modulus", "separator", "replacement"],
+        Action::LabelDrop | Action::LabelKeep => &[
+            "source_labels",
+            "target_label",
+            "modulus",
+            "separator",
+            "replacement",
+        ],
+        _ => &[],
+    };
+    let allowed = match action {
+        Action::Lowercase | Action::Uppercase => "source_labels, separator, target_label",
+        Action::KeepEqual | Action::DropEqual => "source_labels, target_label",
+        _ => "regex",
+    };
+    if let Some((field, _)) = defaults
+        .iter()
+        .find(|(field, default)| !default && must_be_default.contains(field))
+    {
+        return Err(not_allowed(*field, allowed));
+    }
+    if action == Action::LabelMap {
+        let ok = match names {
+            NameValidation::Legacy => is_legacy_name_template(&c.replacement),
+            NameValidation::Utf8 => !c.replacement.is_empty(),
+        };
+        if !ok {
+            return Err(RelabelError::InvalidReplacement {
+                index,
+                replacement: c.replacement.clone(),
+            });
         }
-        Action::KeepEqual | Action::DropEqual => {
-            const ALLOWED: &str = "source_labels, target_label";
-            if c.regex != DEFAULT_REGEX {
-                return Err(not_allowed("regex", ALLOWED));
-            }
-            if c.modulus != 0 {
-                return Err(not_allowed("modulus", ALLOWED));
-            }
-            if c.separator != DEFAULT_SEPARATOR {
-                return Err(not_allowed("separator", ALLOWED));
-            }
-            if c.replacement != DEFAULT_REPLACEMENT {
-                return Err(not_allowed("replacement", ALLOWED));
-            }
-        }
-        Action::LabelDrop | Action::LabelKeep => {
-            const ALLOWED: &str = "regex";
-            if !c.source_labels.is_empty() {
-                return Err(not_allowed("source_labels", ALLOWED));
-            }
-            if !c.target_label.is_empty() {
-                return Err(not_allowed("target_label", ALLOWED));
-            }
-            if c.modulus != 0 {
-                return Err(not_allowed("modulus", ALLOWED));
-            }
-            if c.separator != DEFAULT_SEPARATOR {
-                return Err(not_allowed("separator", ALLOWED));
-            }
-            if c.replacement != DEFAULT_REPLACEMENT {
-                return Err(not_allowed("replacement", ALLOWED));
-            }
-        }
-        Action::LabelMap => {
-            let ok = match names {
-                NameValidation::Legacy => is_legacy_name_template(&c.replacement),
-                NameValidation::Utf8 => !c.replacement.is_empty(),
-            };
-            if !ok {
-                return Err(RelabelError::InvalidReplacement {
-                    index,
-                    replacement: c.replacement.clone(),
-                });
-            }
-        }
-        _ => {}
     }
 
     let invalid_regex = |reason: String| RelabelError::InvalidRegex {
