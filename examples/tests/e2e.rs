@@ -117,9 +117,7 @@ async fn ebpf_profiles_of_a_busy_process_reach_pyroscope_with_relabelled_labels(
     let busy = dir.path().join("pyro_e2e_busy");
     std::fs::copy(&yes, &busy).unwrap();
     let workload = Child(
-        std::process::Command::new(&busy)
-            .stdout(std::process::Stdio::null())
-            .spawn()
+        pyro_testkit::spawn(std::process::Command::new(&busy).stdout(std::process::Stdio::null()))
             .expect("start the workload"),
     );
     let pid = workload.0.id();

@@ -85,10 +85,7 @@ fn ebpf_to_pyroscope_pushes_into_receive_enrich_write() {
     let busy = dir.path().join("pyro_cli_busy");
     std::fs::copy(&yes, &busy).unwrap();
     let _workload = Child(
-        Command::new(&busy)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the workload"),
+        pyro_testkit::spawn(Command::new(&busy).stdout(Stdio::null())).expect("start the workload"),
     );
 
     // A free port for the receiving example.

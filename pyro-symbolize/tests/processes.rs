@@ -142,10 +142,7 @@ struct Prog {
 
 impl Prog {
     fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
+        let mut child = pyro_testkit::spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()))
             .expect("spawn test program");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));

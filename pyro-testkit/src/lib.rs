@@ -67,6 +67,25 @@ pub fn bpf_required() -> bool {
     required("PYRO_REQUIRE_BPF")
 }
 
+/// Spawns `command`, retrying while exec fails with `ETXTBSY`.
+///
+/// A test that writes an executable (a copy, a compiler output) and runs it races with other
+/// tests of the same binary: a `fork` in another thread between the write and the exec inherits
+/// the still-open write descriptor until that child execs, and the kernel then refuses to run
+/// the file ("Text file busy"). The window is microseconds, so a few retries always suffice.
+pub fn spawn(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut attempt = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempt < 50 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs `go tool pprof <args> <file>` and returns its stdout, or `None` when Go is missing.
 ///
 /// # Panics
