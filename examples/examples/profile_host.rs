@@ -87,6 +87,10 @@ fn main() -> Result<(), Box<dyn Error>> {
                 .unwrap_or_default()
         );
     }
-    eprintln!("wrote {} profiles to {out}/", profiles.len());
+    if profiles.is_empty() {
+        eprintln!("no process ran on a CPU while profiling (an idle host): nothing to write");
+    } else {
+        eprintln!("wrote {} profiles to {out}/", profiles.len());
+    }
     Ok(())
 }
