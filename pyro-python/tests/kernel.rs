@@ -1,8 +1,6 @@
 //! The thread-pointer offset from BTF, checked against bpftrace's own BTF-based field access:
 //! both read the same task, one through `curtask->thread.fsbase`, the other at our offset.
 
-use std::process::Command;
-
 #[test]
 fn thread_pointer_offset_matches_bpftrace() {
     let btf = pyro_python::Btf::load(pyro_python::kernel::VMLINUX_BTF).expect("kernel BTF");
@@ -11,22 +9,12 @@ fn thread_pointer_offset_matches_bpftrace() {
     if !pyro_testkit::bpf_available() {
         return;
     }
-    let Some(bpftrace) = pyro_testkit::tool("bpftrace") else {
-        return;
-    };
     let script = format!(
         "BEGIN {{ printf(\"%lu %lu\\n\", curtask->thread.fsbase, *(uint64 *)((uint64)curtask + {off})); exit(); }}"
     );
-    let out = Command::new(bpftrace)
-        .args(["-e", &script])
-        .output()
-        .expect("run bpftrace");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bpftrace: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Some(text) = pyro_testkit::bpftrace(&script) else {
+        return;
+    };
     let line = text
         .lines()
         .find(|l| l.split(' ').count() == 2 && l.chars().all(|c| c.is_ascii_digit() || c == ' '))

@@ -208,25 +208,15 @@ fn check_threads(py: &Python, mode: &str) {
 /// The thread pointer BPF will use (`task->thread.fsbase`, read here by bpftrace) leads through
 /// the pthread key to each thread's own `PyThreadState`.
 fn check_fsbase(py: &Python) {
-    let Some(bpftrace) = pyro_testkit::tool("bpftrace") else {
-        return;
-    };
     let w = start(py, "spin", 3);
     let pid = w.0.id();
     let walker = walker(py, pid);
     let script = format!(
         "profile:hz:499 /pid == {pid}/ {{ @[tid] = curtask->thread.fsbase; }} interval:s:2 {{ exit(); }}"
     );
-    let out = Command::new(bpftrace)
-        .args(["-e", &script])
-        .output()
-        .expect("run bpftrace");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bpftrace: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Some(text) = pyro_testkit::bpftrace(&script) else {
+        return;
+    };
     // `@[tid]: fsbase`
     let fsbase: std::collections::HashMap<u64, u64> = text
         .lines()

@@ -86,6 +86,25 @@ pub fn spawn(command: &mut Command) -> std::io::Result<std::process::Child> {
     }
 }
 
+/// Runs `bpftrace -e <script>` to completion and returns its stdout, or `None` when bpftrace
+/// is missing.
+///
+/// # Panics
+/// When bpftrace fails.
+pub fn bpftrace(script: &str) -> Option<String> {
+    let bpftrace = tool("bpftrace")?;
+    let out = Command::new(bpftrace)
+        .args(["-e", script])
+        .output()
+        .expect("run bpftrace");
+    assert!(
+        out.status.success(),
+        "bpftrace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Runs `go tool pprof <args> <file>` and returns its stdout, or `None` when Go is missing.
 ///
 /// # Panics
