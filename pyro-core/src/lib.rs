@@ -43,6 +43,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod cgroup;
+pub mod config;
 pub mod discoverer;
 pub mod fanout;
 pub mod labels;
