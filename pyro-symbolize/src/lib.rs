@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 mod demangle;
+mod dwarf;
 mod elf;
 mod kernel;
 mod maps;
@@ -47,6 +48,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 pub use demangle::{Demangle, ParseDemangleError, demangle};
+pub use dwarf::{DebugInfo, DwarfError, SourceFrame};
 pub use elf::{ElfError, ElfSymbols};
 pub use kernel::{KERNEL_MODULE, KernelError, KernelSymbols};
 
