@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use object::{Object, ObjectSection};
@@ -360,6 +361,77 @@ fn decl_line(
         }
     }
     None
+}
+
+/// Where a file's DWARF is read from: the mapped binary itself or its separate debug file.
+#[derive(Debug, Clone)]
+pub(crate) struct DebugSource {
+    /// `(dev, inode)` of `file`: the cache key, so processes mapping the same file share it.
+    pub(crate) key: (u64, u64),
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<File>,
+}
+
+impl DebugSource {
+    pub(crate) fn new(file: &File, path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let md = file.metadata().ok()?;
+        Some(Self {
+            key: (md.dev(), md.ino()),
+            path: path.to_owned(),
+            file: Arc::new(file.try_clone().ok()?),
+        })
+    }
+}
+
+/// Loaded DWARF of all files, shared by all processes, weighed by bytes against a limit
+/// (least recently used dropped first). Files that failed to load are remembered (weight
+/// 1 KiB) so they are not retried on every sample.
+pub(crate) struct DwarfCache {
+    cache: moka::sync::Cache<(u64, u64), Option<Arc<DebugInfo>>>,
+    limit: u64,
+    errors: AtomicU64,
+}
+
+impl DwarfCache {
+    pub(crate) fn new(limit: u64) -> Self {
+        let kib = |bytes: u64| u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1);
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity((limit / 1024).max(1))
+                .weigher(move |_, v: &Option<Arc<DebugInfo>>| {
+                    v.as_ref()
+                        .map_or(1, |d| kib(d.bytes.saturating_mul(PARSED_OVERHEAD)))
+                })
+                .build(),
+            limit,
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    /// The DWARF of `source`, loaded on first use.
+    pub(crate) fn get(&self, source: &DebugSource, demangle: Demangle) -> Option<Arc<DebugInfo>> {
+        self.cache.get_with(source.key, || {
+            let max = self.limit / PARSED_OVERHEAD;
+            match DebugInfo::from_file(&source.file, &source.path, demangle, max) {
+                Ok(d) => Some(Arc::new(d)),
+                Err(error) => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%error, "no line info from this file");
+                    None
+                }
+            }
+        })
+    }
+
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn weighted_bytes(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size().saturating_mul(1024)
+    }
 }
 
 fn intern(

@@ -117,6 +117,7 @@ pub(crate) struct ElfHeaders {
     cache: Cache,
     build_id: Option<BuildId>,
     has_symtab: bool,
+    has_debug_info: bool,
 }
 
 impl std::fmt::Debug for ElfHeaders {
@@ -147,7 +148,7 @@ impl ElfHeaders {
     }
 
     fn parse(file: Arc<dyn ReadAt>, cache: Cache, path: &Path) -> Result<Self, ElfError> {
-        let (build_id, has_symtab) = match FileKind::parse(&cache) {
+        let (build_id, has_symtab, has_debug_info) = match FileKind::parse(&cache) {
             Ok(FileKind::Elf64) => build_id::<elf::FileHeader64<Endianness>>(&cache, path)?,
             Ok(FileKind::Elf32) => build_id::<elf::FileHeader32<Endianness>>(&cache, path)?,
             _ => {
@@ -162,7 +163,13 @@ impl ElfHeaders {
             cache,
             build_id,
             has_symtab,
+            has_debug_info,
         })
+    }
+
+    /// Whether the file has a `.debug_info` (or compressed `.zdebug_info`) section with data.
+    pub(crate) fn has_debug_info(&self) -> bool {
+        self.has_debug_info
     }
 
     pub(crate) fn build_id(&self) -> Option<&BuildId> {
@@ -218,7 +225,7 @@ fn malformed(path: &Path, e: object::read::Error) -> ElfError {
 fn build_id<Elf: FileHeader<Endian = Endianness>>(
     data: &Cache,
     path: &Path,
-) -> Result<(Option<BuildId>, bool), ElfError> {
+) -> Result<(Option<BuildId>, bool, bool), ElfError> {
     let header = Elf::parse(data).map_err(|e| malformed(path, e))?;
     let endian = header.endian().map_err(|e| malformed(path, e))?;
     let sections = header
@@ -227,6 +234,13 @@ fn build_id<Elf: FileHeader<Endian = Endianness>>(
     let has_symtab = sections
         .iter()
         .any(|s| s.sh_type(endian) == elf::SHT_SYMTAB && s.sh_size(endian).into() > 0);
+    let has_debug_info = sections.iter().any(|s| {
+        s.sh_type(endian) == elf::SHT_PROGBITS
+            && s.sh_size(endian).into() > 0
+            && sections
+                .section_name(endian, s)
+                .is_ok_and(|n| n == b".debug_info" || n == b".zdebug_info")
+    });
     let mut go = None;
     for section in sections.iter() {
         if section.sh_type(endian) != elf::SHT_NOTE {
@@ -238,14 +252,18 @@ fn build_id<Elf: FileHeader<Endian = Endianness>>(
         };
         while let Ok(Some(note)) = notes.next() {
             if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
-                return Ok((Some(BuildId::Gnu(note.desc().into())), has_symtab));
+                return Ok((
+                    Some(BuildId::Gnu(note.desc().into())),
+                    has_symtab,
+                    has_debug_info,
+                ));
             }
             if note.name() == b"Go" && note.n_type(endian) == 4 {
                 go = Some(BuildId::Go(note.desc().into()));
             }
         }
     }
-    Ok((go, has_symtab))
+    Ok((go, has_symtab, has_debug_info))
 }
 
 /// Where a string table is in the file. Symbol name offsets are `base + st_name`, so one `u32`
@@ -303,6 +321,8 @@ pub struct ElfSymbols {
     segments: Box<[LoadSegment]>,
     build_id: Option<BuildId>,
     demangle: Demangle,
+    /// Where this file's DWARF is (the file itself or its debug file), when it has any.
+    debug: Option<crate::dwarf::DebugSource>,
 }
 
 impl std::fmt::Debug for ElfSymbols {
@@ -449,6 +469,16 @@ impl ElfSymbols {
     pub(crate) fn with_segments_of(mut self, other: &ElfSymbols) -> Self {
         self.segments = other.segments.clone();
         self
+    }
+
+    /// Records where this file's DWARF is.
+    pub(crate) fn with_debug_source(mut self, source: Option<crate::dwarf::DebugSource>) -> Self {
+        self.debug = source;
+        self
+    }
+
+    pub(crate) fn debug_source(&self) -> Option<&crate::dwarf::DebugSource> {
+        self.debug.as_ref()
     }
 
     /// The GNU build id, if the file has one.
@@ -744,6 +774,7 @@ fn load<Elf: FileHeader<Endian = Endianness>>(
         segments: segments.into_boxed_slice(),
         build_id: None,
         demangle,
+        debug: None,
     })
 }
 

@@ -70,6 +70,14 @@ pub struct SymbolizerConfig {
     pub demangle: Demangle,
     /// Where procfs is mounted (`/proc`); tests point it elsewhere.
     pub proc_root: PathBuf,
+    /// pyro-only (no Alloy argument): read DWARF for file, line and inlined functions of each
+    /// frame ([`Frame::lines`]) when the binary or its debug file has it (true).
+    pub debug_info: bool,
+    /// pyro-only: bytes of DWARF kept loaded across all files (256 MiB), counting section
+    /// bytes times an allowance for what is parsed from them; least recently used files are
+    /// dropped first, and a single file that cannot fit is not loaded (counted in
+    /// [`Symbolizer::debug_info_errors`]).
+    pub debug_info_memory_limit: u64,
 }
 
 impl Default for SymbolizerConfig {
@@ -80,6 +88,8 @@ impl Default for SymbolizerConfig {
             same_file_cache_size: 8,
             demangle: Demangle::None,
             proc_root: PathBuf::from("/proc"),
+            debug_info: true,
+            debug_info_memory_limit: 256 << 20,
         }
     }
 }
@@ -95,14 +105,42 @@ pub struct Frame {
     pub module: Arc<str>,
     /// Whether `name` is a function name from a symbol table.
     pub resolved: bool,
+    /// For user frames in a mapped ELF file: the address as an ELF virtual address of that file
+    /// (the same in every process mapping it); 0 otherwise.
+    pub address: u64,
+    /// The mapped file, for user frames in one.
+    pub file: Option<Arc<FileInfo>>,
+    /// Source lines from DWARF at the address: the innermost inlined function first, the
+    /// function holding the code last. Empty when there is no debug info (or
+    /// [`SymbolizerConfig::debug_info`] is off).
+    pub lines: Arc<[SourceFrame]>,
+}
+
+/// The ELF file a user frame's address is in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileInfo {
+    /// The path as `/proc/PID/maps` shows it (`/usr/lib/x86_64-linux-gnu/libc.so.6`, `[vdso]`).
+    pub path: Arc<str>,
+    /// GNU build id in lower-case hex, empty when the file has none.
+    pub build_id: Arc<str>,
+    /// Whether DWARF line info was found for the file (in it or in a separate debug file).
+    pub has_debug_info: bool,
 }
 
 impl Frame {
     fn unknown(unknown: &Arc<str>) -> Self {
+        Self::named(unknown.clone(), unknown.clone(), false)
+    }
+
+    /// A frame with a name and module only.
+    fn named(name: Arc<str>, module: Arc<str>, resolved: bool) -> Self {
         Self {
-            name: unknown.clone(),
-            module: unknown.clone(),
-            resolved: false,
+            name,
+            module,
+            resolved,
+            address: 0,
+            file: None,
+            lines: Arc::from(Vec::new()),
         }
     }
 }
@@ -115,6 +153,7 @@ pub struct Symbolizer {
     by_build_id: moka::sync::Cache<elf::BuildId, Arc<ElfSymbols>>,
     by_file: moka::sync::Cache<(u64, u64), Arc<ElfSymbols>>,
     kernel: RwLock<Option<Arc<KernelSymbols>>>,
+    dwarf: dwarf::DwarfCache,
     unknown: Arc<str>,
     kernel_unknown: Arc<str>,
 }
@@ -139,6 +178,7 @@ impl Symbolizer {
             by_build_id: moka::sync::Cache::new(cap(config.build_id_cache_size)),
             by_file: moka::sync::Cache::new(cap(config.same_file_cache_size)),
             kernel: RwLock::new(None),
+            dwarf: dwarf::DwarfCache::new(config.debug_info_memory_limit),
             unknown: Arc::from(UNKNOWN),
             kernel_unknown: Arc::from(KERNEL_MODULE),
             config,
@@ -163,6 +203,7 @@ impl Symbolizer {
             by_file: &self.by_file,
             demangle: self.config.demangle,
             unknown: &self.unknown,
+            dwarf: self.config.debug_info.then_some(&self.dwarf),
         };
         state.symbolize(addrs, &tables)
     }
@@ -175,18 +216,25 @@ impl Symbolizer {
         addrs
             .iter()
             .map(|&addr| match table.lookup(addr) {
-                Some((name, module)) => Frame {
-                    name: name.clone(),
-                    module: module.clone(),
-                    resolved: true,
-                },
-                None => Frame {
-                    name: self.kernel_unknown.clone(),
-                    module: self.kernel_unknown.clone(),
-                    resolved: false,
-                },
+                Some((name, module)) => Frame::named(name.clone(), module.clone(), true),
+                None => Frame::named(
+                    self.kernel_unknown.clone(),
+                    self.kernel_unknown.clone(),
+                    false,
+                ),
             })
             .collect()
+    }
+
+    /// Files whose DWARF could not be used (corrupt, truncated, over
+    /// [`SymbolizerConfig::debug_info_memory_limit`]); each is tried once while cached.
+    pub fn debug_info_errors(&self) -> u64 {
+        self.dwarf.errors()
+    }
+
+    /// Bytes of DWARF currently loaded (weighed as for the memory limit).
+    pub fn debug_info_bytes(&self) -> u64 {
+        self.dwarf.weighted_bytes()
     }
 
     /// Re-reads `kallsyms` (after modules were loaded or unloaded).

@@ -5,9 +5,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::dwarf::{DebugSource, DwarfCache};
 use crate::elf::{BuildId, ElfHeaders, ElfSymbols};
 use crate::maps::{MapEntry, parse_maps};
-use crate::{Demangle, Frame};
+use crate::{Demangle, FileInfo, Frame};
 
 /// Shared caches a process consults when it first needs a file's symbols.
 pub(crate) struct Tables<'a> {
@@ -15,6 +16,8 @@ pub(crate) struct Tables<'a> {
     pub(crate) by_file: &'a moka::sync::Cache<(u64, u64), Arc<ElfSymbols>>,
     pub(crate) demangle: Demangle,
     pub(crate) unknown: &'a Arc<str>,
+    /// DWARF of all files, when line info is on.
+    pub(crate) dwarf: Option<&'a DwarfCache>,
 }
 
 #[derive(Debug)]
@@ -30,6 +33,8 @@ struct Mapping {
     /// Basename of the mapped file (or `[vdso]`…), `[unknown]` for anonymous memory.
     module: Arc<str>,
     table: TableState,
+    /// What frames in this mapping report about its file (set once its table is loaded).
+    info: Option<Arc<FileInfo>>,
 }
 
 /// Symbol state of one process, shared through the pid cache.
@@ -115,34 +120,52 @@ impl ProcessState {
     fn lookup(&self, m: &mut Mapping, addr: u64, tables: &Tables<'_>) -> Frame {
         if matches!(m.table, TableState::NotLoaded) {
             m.table = match self.load(&m.entry, tables) {
-                Some(t) => TableState::Loaded(t),
+                Some(t) => {
+                    m.info = Some(Arc::new(file_info(&m.entry, &t, tables)));
+                    TableState::Loaded(t)
+                }
                 None => TableState::Failed,
             };
         }
-        let unresolved = || Frame {
-            name: m.module.clone(),
-            module: m.module.clone(),
-            resolved: false,
-        };
+        let mut frame = Frame::named(m.module.clone(), m.module.clone(), false);
         let TableState::Loaded(table) = &m.table else {
-            return unresolved();
+            return frame;
         };
-        let file_offset = (addr - m.entry.start).checked_add(m.entry.offset);
-        match file_offset.and_then(|o| table.lookup_file_offset(o)) {
-            Some(name) => Frame {
-                name: name.clone(),
-                module: m.module.clone(),
-                resolved: true,
-            },
-            None => unresolved(),
+        let Some(vaddr) = (addr - m.entry.start)
+            .checked_add(m.entry.offset)
+            .and_then(|o| table.file_offset_to_vaddr(o))
+        else {
+            return frame;
+        };
+        frame.address = vaddr;
+        frame.file = m.info.clone();
+        let name = table.lookup(vaddr);
+        if let Some(name) = name {
+            frame.name = name.clone();
+            frame.resolved = true;
         }
+        if let (Some(cache), Some(source)) = (tables.dwarf, table.debug_source())
+            && let Some(info) = cache.get(source, tables.demangle)
+        {
+            let lines = info.lookup_or_symbol(vaddr, name);
+            if let Some(outer) = lines.last().filter(|_| !frame.resolved)
+                && !outer.function.is_empty()
+            {
+                // No symbol, but DWARF names the function.
+                frame.name = outer.function.clone();
+                frame.resolved = true;
+            }
+            frame.lines = lines.into();
+        }
+        frame
     }
 
     /// Finds (through the caches) or loads the symbols of a mapped file.
     fn load(&self, e: &MapEntry, tables: &Tables<'_>) -> Option<Arc<ElfSymbols>> {
         let key = (e.dev, e.inode);
-        let (headers, path) = if e.path == "[vdso]" {
-            self.vdso(e)?
+        let (headers, path, binary) = if e.path == "[vdso]" {
+            let (h, p) = self.vdso(e)?;
+            (h, p, None)
         } else {
             if !e.is_file() {
                 return None;
@@ -151,8 +174,9 @@ impl ProcessState {
                 return Some(t);
             }
             let (file, path) = self.open(e)?;
+            let dup = file.try_clone().ok();
             match ElfHeaders::read(file, &path) {
-                Ok(h) => (h, path),
+                Ok(h) => (h, path, dup),
                 Err(error) => {
                     tracing::debug!(pid = self.pid, path = %path.display(), %error, "no symbols for mapping");
                     return None;
@@ -169,8 +193,16 @@ impl ProcessState {
             }
             return Some(t);
         }
+        let want_debug_file =
+            !headers.has_symtab() || (tables.dwarf.is_some() && !headers.has_debug_info());
         let debug = match &build_id {
-            Some(BuildId::Gnu(id)) if !headers.has_symtab() => self.debug_file(id),
+            Some(BuildId::Gnu(id)) if want_debug_file => self.debug_file(id),
+            _ => None,
+        };
+        // DWARF from the binary itself, else from its debug file.
+        let source = match (&binary, &debug) {
+            (Some(f), _) if headers.has_debug_info() => DebugSource::new(f, &path),
+            (_, Some((d, f, p))) if d.has_debug_info() => DebugSource::new(f, p),
             _ => None,
         };
         let table = match headers.load(tables.demangle) {
@@ -180,10 +212,11 @@ impl ProcessState {
                 return None;
             }
         };
-        let table = match debug.map(|d| d.load(tables.demangle)) {
-            Some(Ok(d)) if d.len() > table.len() => Arc::new(d.with_segments_of(&table)),
-            _ => Arc::new(table),
+        let table = match debug.map(|(d, _, _)| d.load(tables.demangle)) {
+            Some(Ok(d)) if d.len() > table.len() => d.with_segments_of(&table),
+            _ => table,
         };
+        let table = Arc::new(table.with_debug_source(source));
         tracing::trace!(pid = self.pid, path = %path.display(), symbols = table.len(), "loaded symbols");
         if let Some(id) = build_id {
             tables.by_build_id.insert(id, table.clone());
@@ -219,7 +252,7 @@ impl ProcessState {
     /// The separate debug file for GNU build id `id` in the process's file system
     /// (`/usr/lib/debug/.build-id/ab/cdef….debug`, as Debian's `*-dbg`/`*-dbgsym` packages and
     /// gdb lay them out), if present with the same build id.
-    fn debug_file(&self, id: &[u8]) -> Option<ElfHeaders> {
+    fn debug_file(&self, id: &[u8]) -> Option<(ElfHeaders, File, PathBuf)> {
         use std::fmt::Write;
         let (first, rest) = id.split_first()?;
         let mut name = String::with_capacity(id.len() * 2 + 6);
@@ -233,9 +266,10 @@ impl ProcessState {
             .join(format!("{first:02x}"))
             .join(name);
         let file = File::open(&path).ok()?;
+        let dup = file.try_clone().ok()?;
         let headers = ElfHeaders::read(file, &path).ok()?;
         let same = matches!(headers.build_id(), Some(BuildId::Gnu(d)) if **d == *id);
-        same.then_some(headers)
+        same.then_some((headers, dup, path))
     }
 
     /// Opens the mapped file as the process sees it: through `/proc/PID/root/<path>` (works
@@ -283,9 +317,23 @@ impl ProcessState {
                     module: module_name(&entry, tables.unknown),
                     entry,
                     table,
+                    info: None,
                 }
             })
             .collect();
+    }
+}
+
+fn file_info(e: &MapEntry, table: &ElfSymbols, tables: &Tables<'_>) -> FileInfo {
+    use std::fmt::Write;
+    let mut build_id = String::new();
+    for b in table.build_id().unwrap_or_default() {
+        let _ = write!(build_id, "{b:02x}");
+    }
+    FileInfo {
+        path: Arc::from(e.path.as_str()),
+        build_id: Arc::from(build_id),
+        has_debug_info: tables.dwarf.is_some() && table.debug_source().is_some(),
     }
 }
 

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+mod common;
+
+use common::{Level, binutils};
 use object::{Object, ObjectSection, ObjectSymbol};
 use pyro_symbolize::{DebugInfo, Demangle, ElfSymbols};
 
@@ -26,9 +29,6 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
-
-/// One level as both sides print it: function, file (`??` when unknown), line (0 when unknown).
-type Level = (String, String, u32);
 
 /// `n` addresses inside sized function symbols of `file`'s `.text` (a function picked
 /// uniformly, then an offset in it).
@@ -57,58 +57,6 @@ fn sample(file: &Path, n: usize, seed: u64) -> Vec<u64> {
             addr + rng.next() % size
         })
         .collect()
-}
-
-/// What `addr2line -a -f -i -C -e file` prints for `addrs` (one invocation, addresses on
-/// stdin).
-fn binutils(addr2line: &Path, file: &Path, addrs: &[u64]) -> Vec<Vec<Level>> {
-    let mut child = Command::new(addr2line)
-        .args(["-a", "-f", "-i", "-C", "-e"])
-        .arg(file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input: String = addrs.iter().map(|a| format!("{a:#x}\n")).collect();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut result: Vec<Vec<Level>> = Vec::new();
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
-        if is_address_line(line) {
-            result.push(Vec::new());
-            continue;
-        }
-        let function = line.to_owned();
-        let location = lines.next().unwrap_or("??:0");
-        let location = location.split(" (discriminator").next().unwrap_or(location);
-        let (file, line) = location.rsplit_once(':').unwrap_or((location, "0"));
-        let line = line.parse().unwrap_or(0);
-        let function = if function == "??" {
-            String::new()
-        } else {
-            function
-        };
-        result
-            .last_mut()
-            .unwrap()
-            .push((function, file.to_owned(), line));
-    }
-    // A lone "?? / ??:0" level means binutils knows nothing.
-    for levels in &mut result {
-        if levels.len() == 1 && levels[0] == (String::new(), "??".into(), 0) {
-            levels.clear();
-        }
-    }
-    result
-}
-
-fn is_address_line(line: &str) -> bool {
-    line.len() == 18 && line.starts_with("0x") && line[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn ours(info: &DebugInfo, syms: &ElfSymbols, addr: u64) -> Vec<Level> {
@@ -170,7 +118,7 @@ fn compare(addr2line: &Path, file: &Path, n: usize, seed: u64) -> Outcome {
     // Raw (linkage) names: the lookup is checked with binutils' own demangler, ours apart.
     let info = DebugInfo::load(file, Demangle::None, u64::MAX).unwrap();
     let syms = ElfSymbols::load(file, Demangle::None).unwrap();
-    let expected = binutils(addr2line, file, &addrs);
+    let expected = binutils(addr2line, file, &addrs, true);
     assert_eq!(expected.len(), addrs.len(), "{}", file.display());
     let units = Units::read(file);
     let raw: Vec<Vec<Level>> = addrs.iter().map(|&a| ours(&info, &syms, a)).collect();
@@ -245,8 +193,11 @@ fn same_levels(want: &[Level], got: &[Level], units: &Units, addr: u64) -> bool 
 }
 
 /// Per unit: address ranges, name, and base names of line-table file entries 0 and 1.
+/// A unit's address ranges, name, and line-table file entries 0 and 1 (`directory/name`).
+type Unit = (Vec<(u64, u64)>, String, String, String);
+
 struct Units {
-    units: Vec<(Vec<(u64, u64)>, String, String, String)>,
+    units: Vec<Unit>,
     /// Names of `STT_FILE` symbols.
     file_symbols: std::collections::HashSet<String>,
 }
@@ -332,7 +283,7 @@ impl Units {
         }
     }
 
-    fn unit(&self, addr: u64) -> Option<&(Vec<(u64, u64)>, String, String, String)> {
+    fn unit(&self, addr: u64) -> Option<&Unit> {
         self.units
             .iter()
             .find(|u| u.0.iter().any(|&(b, e)| b <= addr && addr < e))
