@@ -6,9 +6,83 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyro_core::Profile;
-use pyro_core::pprof::{ProfileBuilder, encode_gzip};
+use pyro_core::pprof::{MappingFlags, ProfileBuilder, encode_gzip};
+use pyro_symbolize::{FileInfo, Frame};
 
 use crate::targets::ResolvedTarget;
+
+/// One frame of an aggregated stack: a name (Python, kernel, unknown), or a native user frame
+/// with its file, address and source lines.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum StackFrame {
+    Name(Arc<str>),
+    Native(Arc<Frame>),
+}
+
+impl StackFrame {
+    /// A user frame: native when it lies in a mapped file at a known address, else its name.
+    pub(crate) fn user(frame: Frame) -> Self {
+        if frame.file.is_some() && frame.address != 0 {
+            Self::Native(Arc::new(frame))
+        } else {
+            Self::Name(frame.name)
+        }
+    }
+}
+
+/// The pprof location of `frame`: for native frames one Location per (file, address) with
+/// one Line per inlined function (innermost first) and the mapping's `has_*` set from what the
+/// file's symbols carry; names get a location of their own.
+fn location(
+    b: &mut ProfileBuilder,
+    mappings: &mut HashMap<Arc<FileInfo>, u64>,
+    frame: &StackFrame,
+) -> u64 {
+    let f = match frame {
+        StackFrame::Name(name) => return b.frame(name),
+        StackFrame::Native(f) => f,
+    };
+    let Some(file) = &f.file else {
+        return b.frame(&f.name);
+    };
+    let mapping = *mappings.entry(file.clone()).or_insert_with(|| {
+        let lines = file.has_debug_info;
+        b.add_mapping_with_flags(
+            0,
+            0,
+            0,
+            &file.path,
+            &file.build_id,
+            MappingFlags {
+                has_functions: true,
+                has_filenames: lines,
+                has_line_numbers: lines,
+                has_inline_frames: lines,
+            },
+        )
+    });
+    let lines: Vec<(u64, i64)> = if f.lines.is_empty() {
+        vec![(b.function(&f.name, ""), 0)]
+    } else {
+        f.lines
+            .iter()
+            .map(|l| {
+                let name = if l.function.is_empty() {
+                    &f.name
+                } else {
+                    &l.function
+                };
+                let id = b.function_at(
+                    name,
+                    l.file.as_deref().unwrap_or(""),
+                    i64::from(l.start_line),
+                );
+                (id, i64::from(l.line))
+            })
+            .collect()
+    };
+    b.line_location(mapping, f.address, &lines)
+}
 
 /// Stacks of one process matched to one target, root first (user frames, then kernel frames;
 /// the process name is added as root when the pprof is built).
@@ -16,7 +90,7 @@ use crate::targets::ResolvedTarget;
 struct ProcessSamples {
     target: Arc<ResolvedTarget>,
     comm: Arc<str>,
-    stacks: HashMap<Box<[Arc<str>]>, u64>,
+    stacks: HashMap<Box<[StackFrame]>, u64>,
 }
 
 /// A profile built by [`Aggregator::build`] with what it holds.
@@ -50,7 +124,7 @@ impl Aggregator {
         target: &Arc<ResolvedTarget>,
         pid: u32,
         comm: &Arc<str>,
-        stack: Box<[Arc<str>]>,
+        stack: Box<[StackFrame]>,
         count: u64,
     ) {
         let entry = self
@@ -97,15 +171,19 @@ impl Aggregator {
                 builder.set_time(nanos(start), duration);
                 let period = builder.period();
                 let mut samples = 0u64;
-                let mut frames: Vec<&str> = Vec::new();
+                let mut mappings = HashMap::new();
+                let mut locations: Vec<u64> = Vec::new();
                 for (stack, count) in &p.stacks {
-                    frames.clear();
-                    frames.push(&p.comm);
-                    frames.extend(stack.iter().map(|f| &**f));
+                    // Leaf first, the process name as root.
+                    locations.clear();
+                    for f in stack.iter().rev() {
+                        locations.push(location(&mut builder, &mut mappings, f));
+                    }
+                    locations.push(builder.frame(&p.comm));
                     let value = i64::try_from(*count)
                         .unwrap_or(i64::MAX)
                         .saturating_mul(period);
-                    builder.add_folded(&frames, &[value]);
+                    builder.add_sample(&locations, &[value]);
                     samples += count;
                 }
                 BuiltProfile {
@@ -146,7 +224,12 @@ mod tests {
             idx.lookup(2, || None).unwrap(),
         );
         let comm: Arc<str> = Arc::from("app");
-        let stack = |names: &[&str]| names.iter().map(|n| Arc::from(*n)).collect::<Box<[_]>>();
+        let stack = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| StackFrame::Name(Arc::from(*n)))
+                .collect::<Box<[_]>>()
+        };
         let mut agg = Aggregator::new(100);
         agg.add(&a, 1, &comm, stack(&["main", "work"]), 3);
         agg.add(&a, 1, &comm, stack(&["main", "work"]), 2);
@@ -173,5 +256,117 @@ mod tests {
             ]
         );
         assert!(pprof.duration_nanos >= 0 && pprof.time_nanos > 0);
+    }
+
+    #[test]
+    fn native_frames_become_locations_with_inline_lines_that_go_tool_pprof_shows() {
+        use pyro_symbolize::SourceFrame;
+        let idx = TargetIndex::new(&[Target::new(Labels::from_iter([
+            ("__process_pid__", "1"),
+            ("service_name", "a"),
+        ]))]);
+        let target = idx.lookup(1, || None).unwrap();
+        let file = Arc::new(FileInfo {
+            path: Arc::from("/usr/bin/app"),
+            build_id: Arc::from("0badc0de"),
+            has_debug_info: true,
+        });
+        let line = |function: &str, file: &str, line: u32, start_line: u32| SourceFrame {
+            function: Arc::from(function),
+            file: Some(Arc::from(file)),
+            line,
+            start_line,
+        };
+        let leaf = Frame {
+            name: Arc::from("outer"),
+            module: Arc::from("app"),
+            resolved: true,
+            address: 0x1234,
+            file: Some(file.clone()),
+            lines: Arc::from(vec![
+                line("leaf", "/src/lib.h", 7, 5),
+                line("outer", "/src/app.c", 42, 40),
+            ]),
+        };
+        let main = Frame {
+            name: Arc::from("main"),
+            address: 0x1100,
+            lines: Arc::from(vec![line("main", "/src/app.c", 60, 58)]),
+            ..leaf.clone()
+        };
+        let no_lines = Frame {
+            name: Arc::from("helper"),
+            address: 0x1400,
+            file: Some(Arc::new(FileInfo {
+                path: Arc::from("/usr/lib/libx.so"),
+                build_id: Arc::from(""),
+                has_debug_info: false,
+            })),
+            lines: Arc::from(Vec::new()),
+            ..leaf.clone()
+        };
+        let stack: Box<[StackFrame]> = [main, no_lines, leaf]
+            .into_iter()
+            .map(StackFrame::user)
+            .chain([StackFrame::Name(Arc::from("do_syscall_64"))])
+            .collect();
+        let mut agg = Aggregator::new(100);
+        agg.add(&target, 1, &Arc::from("app"), stack, 3);
+        let built = agg.build();
+        let pprof = decode(&built[0].profile.raw, DEFAULT_MAX_DECODED_SIZE).unwrap();
+        pyro_core::pprof::check_valid(&pprof).unwrap();
+        // Inline frames expand in order: callers first.
+        let stacks: Vec<String> = folded(&pprof, 0)
+            .into_iter()
+            .map(|s| s.frames.join(";"))
+            .collect();
+        assert_eq!(stacks, ["app;main;helper;outer;leaf;do_syscall_64"]);
+        // One location for the leaf address, with two lines, innermost first.
+        let loc = pprof.location.iter().find(|l| l.address == 0x1234).unwrap();
+        let lines: Vec<(&str, &str, i64, i64)> = loc
+            .line
+            .iter()
+            .map(|l| {
+                let f = &pprof.function[(l.function_id - 1) as usize];
+                (
+                    pprof.string(f.name),
+                    pprof.string(f.filename),
+                    f.start_line,
+                    l.line,
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("leaf", "/src/lib.h", 5, 7),
+                ("outer", "/src/app.c", 40, 42)
+            ]
+        );
+        let app = &pprof.mapping[(loc.mapping_id - 1) as usize];
+        assert_eq!(pprof.string(app.filename), "/usr/bin/app");
+        assert_eq!(pprof.string(app.build_id), "0badc0de");
+        assert!(app.has_functions && app.has_filenames && app.has_line_numbers);
+        assert!(app.has_inline_frames);
+        let libx = pprof
+            .mapping
+            .iter()
+            .find(|m| pprof.string(m.filename) == "/usr/lib/libx.so")
+            .unwrap();
+        assert!(libx.has_functions && !libx.has_filenames && !libx.has_line_numbers);
+
+        // go tool pprof reads it, and -lines shows file:line per inline level.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cpu.pb.gz");
+        std::fs::write(&path, &built[0].profile.raw).unwrap();
+        if let Some(out) = pyro_testkit::go_pprof(&["-lines", "-traces"], &path) {
+            for want in [
+                "leaf /src/lib.h:7 (inline)",
+                "outer /src/app.c:42",
+                "main /src/app.c:60",
+            ] {
+                assert!(out.contains(want), "{want:?} not in:\n{out}");
+            }
+        }
     }
 }

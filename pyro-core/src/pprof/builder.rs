@@ -25,10 +25,23 @@ use super::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType
 pub struct ProfileBuilder {
     profile: Profile,
     strings: HashMap<String, i64>,
-    functions: HashMap<(i64, i64), u64>,
+    functions: HashMap<(i64, i64, i64), u64>,
     named_locations: HashMap<u64, u64>,
     address_locations: HashMap<(u64, u64), u64>,
     samples: HashMap<SampleKey, usize>,
+}
+
+/// What the locations of a mapping carry (the pprof `Mapping.has_*` fields).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MappingFlags {
+    /// Locations name their functions.
+    pub has_functions: bool,
+    /// Functions carry source file names.
+    pub has_filenames: bool,
+    /// Lines carry line numbers.
+    pub has_line_numbers: bool,
+    /// Locations list inlined functions as extra lines.
+    pub has_inline_frames: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -124,7 +137,13 @@ impl ProfileBuilder {
 
     /// Interns a function by name and file name, returning its id.
     pub fn function(&mut self, name: &str, filename: &str) -> u64 {
-        let key = (self.string(name), self.string(filename));
+        self.function_at(name, filename, 0)
+    }
+
+    /// Interns a function by name, source file name and the line it starts at
+    /// (`Function.start_line`, 0 when unknown), returning its id.
+    pub fn function_at(&mut self, name: &str, filename: &str, start_line: i64) -> u64 {
+        let key = (self.string(name), self.string(filename), start_line);
         if let Some(&id) = self.functions.get(&key) {
             return id;
         }
@@ -134,7 +153,7 @@ impl ProfileBuilder {
             name: key.0,
             system_name: key.0,
             filename: key.1,
-            start_line: 0,
+            start_line,
         });
         self.functions.insert(key, id);
         id
@@ -161,6 +180,45 @@ impl ProfileBuilder {
             has_functions: true,
             ..Mapping::default()
         });
+        id
+    }
+
+    /// Adds a mapping whose `has_*` fields say what its locations carry, returning its id.
+    pub fn add_mapping_with_flags(
+        &mut self,
+        memory_start: u64,
+        memory_limit: u64,
+        file_offset: u64,
+        filename: &str,
+        build_id: &str,
+        flags: MappingFlags,
+    ) -> u64 {
+        let id = self.add_mapping(memory_start, memory_limit, file_offset, filename, build_id);
+        let m = &mut self.profile.mapping[(id - 1) as usize];
+        m.has_functions = flags.has_functions;
+        m.has_filenames = flags.has_filenames;
+        m.has_line_numbers = flags.has_line_numbers;
+        m.has_inline_frames = flags.has_inline_frames;
+        id
+    }
+
+    /// The location at `address` in mapping `mapping_id` with one `Line` per `(function id,
+    /// line number)` in `lines`, innermost inlined function first. Interned by
+    /// `(mapping_id, address)` like [`address_location`](Self::address_location).
+    pub fn line_location(&mut self, mapping_id: u64, address: u64, lines: &[(u64, i64)]) -> u64 {
+        if let Some(&id) = self.address_locations.get(&(mapping_id, address)) {
+            return id;
+        }
+        let id = self.push_location(mapping_id, address, Vec::new());
+        self.profile.location[(id - 1) as usize].line = lines
+            .iter()
+            .map(|&(function_id, line)| Line {
+                function_id,
+                line,
+                ..Line::default()
+            })
+            .collect();
+        self.address_locations.insert((mapping_id, address), id);
         id
     }
 
@@ -328,6 +386,42 @@ mod tests {
             (p.string(pt.r#type), p.string(pt.unit)),
             ("cpu", "nanoseconds")
         );
+    }
+
+    #[test]
+    fn line_locations_carry_lines_files_and_flags() {
+        let mut b = ProfileBuilder::new(&[("samples", "count")]);
+        let flags = MappingFlags {
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: true,
+        };
+        let m = b.add_mapping_with_flags(0, 0, 0, "/bin/x", "abcd", flags);
+        let inner = b.function_at("inner", "x.h", 3);
+        let outer = b.function_at("outer", "x.c", 10);
+        assert_eq!(b.function_at("inner", "x.h", 3), inner);
+        let l = b.line_location(m, 0x40, &[(inner, 5), (outer, 12)]);
+        assert_eq!(b.line_location(m, 0x40, &[]), l);
+        b.add_sample(&[l], &[1]);
+        let p = b.build();
+        check_valid(&p).unwrap();
+        let loc = &p.location[0];
+        assert_eq!((loc.mapping_id, loc.address), (m, 0x40));
+        let lines: Vec<(&str, &str, i64, i64)> = loc
+            .line
+            .iter()
+            .map(|l| {
+                let f = &p.function[(l.function_id - 1) as usize];
+                (p.string(f.name), p.string(f.filename), f.start_line, l.line)
+            })
+            .collect();
+        assert_eq!(lines, [("inner", "x.h", 3, 5), ("outer", "x.c", 10, 12)]);
+        let mp = &p.mapping[0];
+        assert!(
+            mp.has_functions && mp.has_filenames && mp.has_line_numbers && mp.has_inline_frames
+        );
+        assert_eq!(p.string(mp.build_id), "abcd");
     }
 
     #[test]

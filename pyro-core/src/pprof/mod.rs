@@ -18,7 +18,7 @@ mod generated {
     include!("gen/perftools.profiles.rs");
 }
 
-pub use builder::ProfileBuilder;
+pub use builder::{MappingFlags, ProfileBuilder};
 pub use codec::{
     DEFAULT_MAX_DECODED_SIZE, PprofError, check_valid, decode, encode, encode_gzip, gunzip_capped,
     is_gzip,

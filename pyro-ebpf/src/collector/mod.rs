@@ -12,7 +12,7 @@ use pyro_symbolize::{Frame, Symbolizer, SymbolizerConfig};
 use crate::bpf::{BpfError, BpfSampler, KernelCounters, SamplerOptions};
 use crate::config::{ConfigError, EbpfConfig};
 use crate::metrics::{Metrics, ReasonLabel, ServiceLabel};
-use crate::profiles::Aggregator;
+use crate::profiles::{Aggregator, StackFrame};
 use crate::targets::{ProcReader, ResolvedTarget, TargetIndex};
 
 mod python;
@@ -90,7 +90,7 @@ pub struct Collector {
     round: HashMap<RawStack, u64>,
     /// Names of the raw stacks seen this interval: a busy process repeats the same few stacks,
     /// symbolized once per interval instead of once per poll. Cleared at each collection.
-    names: HashMap<RawStack, Box<[Arc<str>]>>,
+    names: HashMap<RawStack, Box<[StackFrame]>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -377,14 +377,19 @@ impl Collector {
     }
 }
 
-/// Frame names root first: user frames, then kernel frames.
-fn symbolize(symbolizer: &Symbolizer, raw: &RawStack) -> Box<[Arc<str>]> {
+/// Frames root first: user frames (with their files, addresses and lines), then kernel frames.
+fn symbolize(symbolizer: &Symbolizer, raw: &RawStack) -> Box<[StackFrame]> {
     let user = symbolizer.symbolize_user(raw.pid, &call_sites(&raw.user));
     let kernel = symbolizer.symbolize_kernel(&call_sites(&raw.kernel));
     user.into_iter()
         .rev()
-        .chain(kernel.into_iter().rev())
-        .map(|Frame { name, .. }| name)
+        .map(StackFrame::user)
+        .chain(
+            kernel
+                .into_iter()
+                .rev()
+                .map(|Frame { name, .. }| StackFrame::Name(name)),
+        )
         .collect()
 }
 

@@ -11,6 +11,7 @@ use pyro_symbolize::{Frame, Symbolizer};
 
 use super::{Collector, RawStack, call_sites};
 use crate::metrics::Metrics;
+use crate::profiles::StackFrame;
 
 /// Detection attempts for a CPython process whose interpreter is not initialised yet (one per
 /// poll, so about 2 s at the default poll interval), as pyperf retries a few times.
@@ -132,7 +133,7 @@ pub(super) fn symbolize_python(
     py: &mut PyProc,
     raw: &RawStack,
     metrics: &Metrics,
-) -> Box<[Arc<str>]> {
+) -> Box<[StackFrame]> {
     let kernel = symbolizer.symbolize_kernel(&call_sites(&raw.kernel));
     if py.names.len() >= PYTHON_NAMES_CACHE_SIZE {
         py.names.clear();
@@ -148,7 +149,7 @@ pub(super) fn symbolize_python(
         }
     }
     names.extend(kernel.into_iter().rev().map(|Frame { name, .. }| name));
-    names.into()
+    names.into_iter().map(StackFrame::Name).collect()
 }
 
 /// The legacy name of one code object (of a method of `class` before 3.11, 0 for none), `None`
