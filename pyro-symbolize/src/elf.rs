@@ -118,6 +118,14 @@ pub(crate) struct ElfHeaders {
     build_id: Option<BuildId>,
     has_symtab: bool,
     has_debug_info: bool,
+    debuglink: Option<DebugLink>,
+}
+
+/// A `.gnu_debuglink`: the separate debug file's name and the CRC32 of its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DebugLink {
+    pub(crate) name: String,
+    pub(crate) crc: u32,
 }
 
 impl std::fmt::Debug for ElfHeaders {
@@ -148,7 +156,7 @@ impl ElfHeaders {
     }
 
     fn parse(file: Arc<dyn ReadAt>, cache: Cache, path: &Path) -> Result<Self, ElfError> {
-        let (build_id, has_symtab, has_debug_info) = match FileKind::parse(&cache) {
+        let (build_id, has_symtab, has_debug_info, debuglink) = match FileKind::parse(&cache) {
             Ok(FileKind::Elf64) => build_id::<elf::FileHeader64<Endianness>>(&cache, path)?,
             Ok(FileKind::Elf32) => build_id::<elf::FileHeader32<Endianness>>(&cache, path)?,
             _ => {
@@ -164,7 +172,13 @@ impl ElfHeaders {
             build_id,
             has_symtab,
             has_debug_info,
+            debuglink,
         })
+    }
+
+    /// The file's `.gnu_debuglink`, if it has a well-formed one.
+    pub(crate) fn debuglink(&self) -> Option<&DebugLink> {
+        self.debuglink.as_ref()
     }
 
     /// Whether the file has a `.debug_info` (or compressed `.zdebug_info`) section with data.
@@ -225,7 +239,7 @@ fn malformed(path: &Path, e: object::read::Error) -> ElfError {
 fn build_id<Elf: FileHeader<Endian = Endianness>>(
     data: &Cache,
     path: &Path,
-) -> Result<(Option<BuildId>, bool, bool), ElfError> {
+) -> Result<(Option<BuildId>, bool, bool, Option<DebugLink>), ElfError> {
     let header = Elf::parse(data).map_err(|e| malformed(path, e))?;
     let endian = header.endian().map_err(|e| malformed(path, e))?;
     let sections = header
@@ -241,7 +255,17 @@ fn build_id<Elf: FileHeader<Endian = Endianness>>(
                 .section_name(endian, s)
                 .is_ok_and(|n| n == b".debug_info" || n == b".zdebug_info")
     });
+    let debuglink = sections
+        .iter()
+        .find(|s| {
+            sections
+                .section_name(endian, s)
+                .is_ok_and(|n| n == b".gnu_debuglink")
+        })
+        .and_then(|s| s.data(endian, data).ok())
+        .and_then(|d| parse_debuglink(d, matches!(endian, Endianness::Little)));
     let mut go = None;
+    let mut gnu = None;
     for section in sections.iter() {
         if section.sh_type(endian) != elf::SHT_NOTE {
             continue;
@@ -251,19 +275,38 @@ fn build_id<Elf: FileHeader<Endian = Endianness>>(
             continue;
         };
         while let Ok(Some(note)) = notes.next() {
-            if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
-                return Ok((
-                    Some(BuildId::Gnu(note.desc().into())),
-                    has_symtab,
-                    has_debug_info,
-                ));
+            if note.name() == elf::ELF_NOTE_GNU
+                && note.n_type(endian) == elf::NT_GNU_BUILD_ID
+                && gnu.is_none()
+            {
+                gnu = Some(BuildId::Gnu(note.desc().into()));
             }
             if note.name() == b"Go" && note.n_type(endian) == 4 {
                 go = Some(BuildId::Go(note.desc().into()));
             }
         }
     }
-    Ok((go, has_symtab, has_debug_info))
+    Ok((gnu.or(go), has_symtab, has_debug_info, debuglink))
+}
+
+/// `.gnu_debuglink` contents: a NUL-terminated file name, padding to 4 bytes, a CRC32.
+fn parse_debuglink(data: &[u8], little: bool) -> Option<DebugLink> {
+    let nul = data.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&data[..nul]).ok()?;
+    // A bare file name: anything with a separator could escape the search directories.
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return None;
+    }
+    let at = (nul + 1).next_multiple_of(4);
+    let crc: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+    Some(DebugLink {
+        name: name.to_owned(),
+        crc: if little {
+            u32::from_le_bytes(crc)
+        } else {
+            u32::from_be_bytes(crc)
+        },
+    })
 }
 
 /// Where a string table is in the file. Symbol name offsets are `base + st_name`, so one `u32`
@@ -822,6 +865,31 @@ mod tests {
                 .is_some_and(|n| n.ends_with("names_read_lazily_equal_names_read_whole"))
         });
         assert!(found, "{me:#x}");
+    }
+
+    #[test]
+    fn debuglink_parsing_refuses_bad_contents() {
+        // 11 name bytes + NUL end on a 4-byte boundary: the CRC follows directly.
+        let mut good = b"lines.debug\0".to_vec();
+        good.extend(0x1234_5678u32.to_le_bytes());
+        assert_eq!(
+            parse_debuglink(&good, true),
+            Some(DebugLink {
+                name: "lines.debug".into(),
+                crc: 0x1234_5678
+            })
+        );
+        assert_eq!(parse_debuglink(&good, false).unwrap().crc, 0x7856_3412);
+        for bad in [
+            &b""[..],
+            b"no-terminator",
+            b"\0\0\0\0\x01\x02\x03\x04",
+            b"../../etc/passwd\0\0\0\0\x01\x02\x03\x04",
+            b"..\0\0\x01\x02\x03\x04",
+            b"short\0\0\0\x01\x02",
+        ] {
+            assert_eq!(parse_debuglink(bad, true), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -154,6 +154,7 @@ pub struct Symbolizer {
     by_file: moka::sync::Cache<(u64, u64), Arc<ElfSymbols>>,
     kernel: RwLock<Option<Arc<KernelSymbols>>>,
     dwarf: dwarf::DwarfCache,
+    stats: process::Stats,
     unknown: Arc<str>,
     kernel_unknown: Arc<str>,
 }
@@ -179,6 +180,7 @@ impl Symbolizer {
             by_file: moka::sync::Cache::new(cap(config.same_file_cache_size)),
             kernel: RwLock::new(None),
             dwarf: dwarf::DwarfCache::new(config.debug_info_memory_limit),
+            stats: process::Stats::default(),
             unknown: Arc::from(UNKNOWN),
             kernel_unknown: Arc::from(KERNEL_MODULE),
             config,
@@ -204,6 +206,7 @@ impl Symbolizer {
             demangle: self.config.demangle,
             unknown: &self.unknown,
             dwarf: self.config.debug_info.then_some(&self.dwarf),
+            stats: &self.stats,
         };
         state.symbolize(addrs, &tables)
     }
@@ -230,6 +233,14 @@ impl Symbolizer {
     /// [`SymbolizerConfig::debug_info_memory_limit`]); each is tried once while cached.
     pub fn debug_info_errors(&self) -> u64 {
         self.dwarf.errors()
+    }
+
+    /// Debug files named by a binary's `.gnu_debuglink` that were found but not used because
+    /// their CRC32 did not match the link's.
+    pub fn debuglink_crc_mismatches(&self) -> u64 {
+        self.stats
+            .debuglink_crc_mismatches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes of DWARF currently loaded (weighed as for the memory limit).

@@ -20,6 +20,12 @@ impl MapEntry {
         (self.start, self.end, self.inode)
     }
 
+    /// The device as `st_dev` encodes it (`makedev(major, minor)`), to compare with `stat`.
+    pub(crate) fn dev_t(&self) -> u64 {
+        let (major, minor) = (self.dev >> 32, self.dev & 0xffff_ffff);
+        ((major & 0xfff) << 8) | ((major & !0xfff) << 32) | (minor & 0xff) | ((minor & !0xff) << 12)
+    }
+
     /// Whether the mapping is backed by a file we can try to read symbols from.
     pub(crate) fn is_file(&self) -> bool {
         self.inode != 0 && self.path.starts_with('/')
@@ -112,5 +118,15 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
         assert_eq!(maps[3].path, "[vdso]");
         assert!(!maps[3].is_file());
         assert_eq!(maps[4].path, "[vsyscall]");
+    }
+
+    #[test]
+    fn dev_t_equals_stat() {
+        use std::os::unix::fs::MetadataExt;
+        let maps = parse_maps(&std::fs::read_to_string("/proc/self/maps").unwrap());
+        let exe = std::env::current_exe().unwrap();
+        let md = std::fs::metadata(&exe).unwrap();
+        let e = maps.iter().find(|m| m.inode == md.ino()).unwrap();
+        assert_eq!(e.dev_t(), md.dev());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::dwarf::{DebugSource, DwarfCache};
@@ -18,7 +18,18 @@ pub(crate) struct Tables<'a> {
     pub(crate) unknown: &'a Arc<str>,
     /// DWARF of all files, when line info is on.
     pub(crate) dwarf: Option<&'a DwarfCache>,
+    pub(crate) stats: &'a Stats,
 }
+
+/// Counters of the symbolizer.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Debug files named by a `.gnu_debuglink` whose CRC32 did not match.
+    pub(crate) debuglink_crc_mismatches: std::sync::atomic::AtomicU64,
+}
+
+/// Debug files larger than this are not CRC-checked or read (no real one comes close).
+const MAX_DEBUG_FILE: u64 = 4 << 30;
 
 #[derive(Debug)]
 enum TableState {
@@ -195,9 +206,10 @@ impl ProcessState {
         }
         let want_debug_file =
             !headers.has_symtab() || (tables.dwarf.is_some() && !headers.has_debug_info());
-        let debug = match &build_id {
-            Some(BuildId::Gnu(id)) if want_debug_file => self.debug_file(id),
-            _ => None,
+        let debug = if want_debug_file {
+            self.debug_file(e, &headers, tables)
+        } else {
+            None
         };
         // DWARF from the binary itself, else from its debug file.
         let source = match (&binary, &debug) {
@@ -249,27 +261,87 @@ impl ProcessState {
         Some((headers, name))
     }
 
-    /// The separate debug file for GNU build id `id` in the process's file system
-    /// (`/usr/lib/debug/.build-id/ab/cdef….debug`, as Debian's `*-dbg`/`*-dbgsym` packages and
-    /// gdb lay them out), if present with the same build id.
-    fn debug_file(&self, id: &[u8]) -> Option<(ElfHeaders, File, PathBuf)> {
+    /// The separate debug file of a mapped file, looked up as gdb does, inside the process's
+    /// root first, then on the host: by GNU build id (`/usr/lib/debug/.build-id/ab/cdef….debug`,
+    /// as Debian's `*-dbg`/`*-dbgsym` packages lay them out; the build id must match), then by
+    /// `.gnu_debuglink` name in the binary's directory, its `.debug/` and
+    /// `/usr/lib/debug/<directory>` (the CRC32 must match; a mismatch is counted).
+    fn debug_file(
+        &self,
+        e: &MapEntry,
+        headers: &ElfHeaders,
+        tables: &Tables<'_>,
+    ) -> Option<(ElfHeaders, File, PathBuf)> {
         use std::fmt::Write;
-        let (first, rest) = id.split_first()?;
-        let mut name = String::with_capacity(id.len() * 2 + 6);
-        for b in rest {
-            let _ = write!(name, "{b:02x}");
+        let roots = [self.dir.join("root"), PathBuf::from("/")];
+        if let Some(BuildId::Gnu(id)) = headers.build_id()
+            && let Some((first, rest)) = id.split_first()
+        {
+            let mut name = String::with_capacity(id.len() * 2 + 6);
+            for b in rest {
+                let _ = write!(name, "{b:02x}");
+            }
+            name.push_str(".debug");
+            for root in &roots {
+                let path = root
+                    .join("usr/lib/debug/.build-id")
+                    .join(format!("{first:02x}"))
+                    .join(&name);
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                let Ok(dup) = file.try_clone() else { continue };
+                let Ok(h) = ElfHeaders::read(file, &path) else {
+                    continue;
+                };
+                if matches!(h.build_id(), Some(BuildId::Gnu(d)) if **d == **id) {
+                    return Some((h, dup, path));
+                }
+            }
         }
-        name.push_str(".debug");
-        let path = self
-            .dir
-            .join("root/usr/lib/debug/.build-id")
-            .join(format!("{first:02x}"))
-            .join(name);
-        let file = File::open(&path).ok()?;
-        let dup = file.try_clone().ok()?;
-        let headers = ElfHeaders::read(file, &path).ok()?;
-        let same = matches!(headers.build_id(), Some(BuildId::Gnu(d)) if **d == *id);
-        same.then_some((headers, dup, path))
+        let link = headers.debuglink()?;
+        let dir = Path::new(&e.path).parent()?.strip_prefix("/").ok()?;
+        let mut seen: Vec<(u64, u64)> = vec![(e.dev_t(), e.inode)];
+        for root in &roots {
+            for path in [
+                root.join(dir).join(&link.name),
+                root.join(dir).join(".debug").join(&link.name),
+                root.join("usr/lib/debug").join(dir).join(&link.name),
+            ] {
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                let Ok(md) = file.metadata() else { continue };
+                let key = (md.dev(), md.ino());
+                if seen.contains(&key) || !md.is_file() || md.len() > MAX_DEBUG_FILE {
+                    continue;
+                }
+                seen.push(key);
+                match crc32(&file) {
+                    Ok(crc) if crc == link.crc => {}
+                    Ok(crc) => {
+                        tables
+                            .stats
+                            .debuglink_crc_mismatches
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(
+                            pid = self.pid,
+                            path = %path.display(),
+                            expected = format_args!("{:08x}", link.crc),
+                            found = format_args!("{crc:08x}"),
+                            "debug file named by .gnu_debuglink has the wrong CRC, not used"
+                        );
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+                let Ok(dup) = file.try_clone() else { continue };
+                if let Ok(h) = ElfHeaders::read(file, &path) {
+                    return Some((h, dup, path));
+                }
+            }
+        }
+        None
     }
 
     /// Opens the mapped file as the process sees it: through `/proc/PID/root/<path>` (works
@@ -334,6 +406,20 @@ fn file_info(e: &MapEntry, table: &ElfSymbols, tables: &Tables<'_>) -> FileInfo 
         path: Arc::from(e.path.as_str()),
         build_id: Arc::from(build_id),
         has_debug_info: tables.dwarf.is_some() && table.debug_source().is_some(),
+    }
+}
+
+/// CRC32 (the `.gnu_debuglink` one: IEEE, as zlib computes it) of a whole file.
+fn crc32(file: &File) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut reader = file;
+    loop {
+        match reader.read(&mut buf)? {
+            0 => return Ok(hasher.finalize()),
+            n => hasher.update(&buf[..n]),
+        }
     }
 }
 

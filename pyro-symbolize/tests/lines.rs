@@ -140,45 +140,120 @@ impl Drop for Prog {
     }
 }
 
-#[test]
-fn stripped_binary_gets_lines_and_inline_frames_from_its_build_id_debug_file() {
-    let (Some(gcc), Some(objcopy), Some(addr2line)) = (
-        pyro_testkit::tool("gcc"),
-        pyro_testkit::tool("objcopy"),
-        pyro_testkit::tool("addr2line"),
-    ) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("lines.c");
-    std::fs::write(&src, PROG).unwrap();
-    let exe = dir.path().join("lines");
-    run(Command::new(&gcc)
-        .args(["-O2", "-g", "-o"])
-        .arg(&exe)
-        .arg(&src));
-    let debug = dir.path().join("lines.debug");
-    run(Command::new(&objcopy)
-        .arg("--only-keep-debug")
-        .arg(&exe)
-        .arg(&debug));
-    run(Command::new(&objcopy).arg("--strip-all").arg(&exe));
-
-    let prog = Prog::spawn(&exe);
-    let pid = prog.0.id();
-    // A procfs view of the process whose root holds the debug file where gdb looks for it.
+/// A procfs view of process `pid` (its real maps) whose root holds `exe` and, at `debug_at`
+/// (relative to the root), `debug`.
+fn fake_procfs(pid: u32, exe: &Path, debug: &Path, debug_at: &Path) -> tempfile::TempDir {
     let proc = tempfile::tempdir().unwrap();
     let pdir = proc.path().join(pid.to_string());
     let root = pdir.join("root");
     let exe_in_root = root.join(exe.strip_prefix("/").unwrap());
     std::fs::create_dir_all(exe_in_root.parent().unwrap()).unwrap();
-    std::fs::hard_link(&exe, &exe_in_root).unwrap();
-    let installed = build_id_path(&root, &exe);
+    std::fs::hard_link(exe, &exe_in_root).unwrap();
+    let installed = root.join(debug_at);
     std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
-    std::fs::copy(&debug, &installed).unwrap();
+    std::fs::copy(debug, &installed).unwrap();
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     std::fs::write(pdir.join("maps"), maps).unwrap();
+    proc
+}
 
+/// Builds `PROG` with `-O2 -g` in `dir`, splits its debug info into `<debug_dir>/lines.debug`
+/// and strips it (`extra` are more `objcopy` arguments for the strip step).
+fn build_stripped(dir: &Path, debug_dir: &Path, extra: &[&str]) -> Option<(PathBuf, PathBuf)> {
+    let gcc = pyro_testkit::tool("gcc")?;
+    let objcopy = pyro_testkit::tool("objcopy")?;
+    let src = dir.join("lines.c");
+    std::fs::write(&src, PROG).unwrap();
+    let exe = dir.join("lines");
+    run(Command::new(&gcc)
+        .args(["-O2", "-g", "-o"])
+        .arg(&exe)
+        .arg(&src));
+    let debug = debug_dir.join("lines.debug");
+    run(Command::new(&objcopy)
+        .arg("--only-keep-debug")
+        .arg(&exe)
+        .arg(&debug));
+    run(Command::new(&objcopy)
+        .arg("--strip-all")
+        .args(
+            extra
+                .iter()
+                .map(|a| a.replace("{debug}", &debug.display().to_string())),
+        )
+        .arg(&exe));
+    Some((exe, debug))
+}
+
+#[test]
+fn stripped_binary_gets_names_and_lines_through_its_debuglink_with_crc_checked() {
+    let Some(addr2line) = pyro_testkit::tool("addr2line") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let Some((exe, debug)) = build_stripped(
+        dir.path(),
+        elsewhere.path(),
+        &["--add-gnu-debuglink={debug}"],
+    ) else {
+        return;
+    };
+    let prog = Prog::spawn(&exe);
+    let pid = prog.0.id();
+    let start = prog.addr("outer");
+    let exe_dir = exe.parent().unwrap().strip_prefix("/").unwrap();
+    // `<dir>/.debug/lines.debug` inside the process's root (not on the host).
+    let proc = fake_procfs(pid, &exe, &debug, &exe_dir.join(".debug/lines.debug"));
+    let sym = Symbolizer::new(SymbolizerConfig {
+        proc_root: proc.path().to_owned(),
+        ..SymbolizerConfig::default()
+    });
+    let addrs: Vec<u64> = (start..start + size_of(&debug, "outer")).collect();
+    let frames = sym.symbolize_user(pid, &addrs);
+    let vaddrs: Vec<u64> = frames.iter().map(|f| f.address).collect();
+    let expected = binutils(&addr2line, &debug, &vaddrs);
+    for (f, want) in frames.iter().zip(&expected) {
+        assert_eq!(&*f.name, "outer", "{f:?}");
+        assert_eq!(&ours(f), want, "{:#x}", f.address);
+    }
+    assert_eq!(sym.debuglink_crc_mismatches(), 0);
+
+    // The same name under `/usr/lib/debug/<dir>/`, but different contents: refused, counted.
+    let mut other = std::fs::read(&debug).unwrap();
+    other.push(0);
+    let corrupt = elsewhere.path().join("other.debug");
+    std::fs::write(&corrupt, other).unwrap();
+    let proc = fake_procfs(
+        pid,
+        &exe,
+        &corrupt,
+        &Path::new("usr/lib/debug").join(exe_dir).join("lines.debug"),
+    );
+    let sym = Symbolizer::new(SymbolizerConfig {
+        proc_root: proc.path().to_owned(),
+        ..SymbolizerConfig::default()
+    });
+    let f = sym.symbolize_user(pid, &[start]).remove(0);
+    assert_eq!((&*f.name, f.resolved), ("lines", false), "{f:?}");
+    assert!(f.lines.is_empty());
+    assert_eq!(sym.debuglink_crc_mismatches(), 1);
+}
+
+#[test]
+fn stripped_binary_gets_lines_and_inline_frames_from_its_build_id_debug_file() {
+    let Some(addr2line) = pyro_testkit::tool("addr2line") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some((exe, debug)) = build_stripped(dir.path(), dir.path(), &[]) else {
+        return;
+    };
+    let prog = Prog::spawn(&exe);
+    let pid = prog.0.id();
+    // The debug file where gdb looks for it by build id, inside the process's root.
+    let at = build_id_path(Path::new(""), &exe);
+    let proc = fake_procfs(pid, &exe, &debug, &at);
     let sym = Symbolizer::new(SymbolizerConfig {
         proc_root: proc.path().to_owned(),
         ..SymbolizerConfig::default()
