@@ -53,6 +53,13 @@ pub struct EbpfConfig {
     pub python_enabled: bool,
     /// C++/Rust demangling: `none`, `simplified`, `templates` or `full` (`demangle`, `none`).
     pub demangle: Demangle,
+    /// pyro-only (no Alloy argument): give native frames file, line and inlined functions from
+    /// DWARF (in the binary or its separate debug file), as one pprof Location per address with
+    /// one Line per inline level (true).
+    pub debug_info: bool,
+    /// pyro-only: bytes of DWARF kept loaded for all processes together (268435456 = 256 MiB;
+    /// least recently used files are dropped first).
+    pub debug_info_memory_limit: u64,
 }
 
 impl Default for EbpfConfig {
@@ -68,6 +75,8 @@ impl Default for EbpfConfig {
             collect_kernel_profile: true,
             python_enabled: true,
             demangle: Demangle::None,
+            debug_info: true,
+            debug_info_memory_limit: 256 << 20,
         }
     }
 }
@@ -132,6 +141,12 @@ impl EbpfConfig {
         if !self.collect_user_profile && !self.collect_kernel_profile {
             return Err(ConfigError::NothingToCollect);
         }
+        if self.debug_info && self.debug_info_memory_limit == 0 {
+            return Err(ConfigError::NoEffect {
+                field: "debug_info_memory_limit",
+                reason: "0 bytes can hold no debug info; set debug_info = false to turn it off",
+            });
+        }
         Ok(())
     }
 }
@@ -156,6 +171,18 @@ mod tests {
         );
         assert!(c.collect_user_profile && c.collect_kernel_profile);
         assert_eq!(c.demangle, Demangle::None);
+        assert!(c.debug_info);
+        assert_eq!(c.debug_info_memory_limit, 256 << 20);
+        let zero = EbpfConfig {
+            debug_info_memory_limit: 0,
+            ..EbpfConfig::default()
+        };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("debug_info_memory_limit")
+        );
         assert_eq!(c.validate(), Ok(()));
     }
 

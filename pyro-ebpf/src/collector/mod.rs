@@ -143,6 +143,8 @@ impl Collector {
             build_id_cache_size: config.build_id_cache_size,
             same_file_cache_size: config.same_file_cache_size,
             demangle: config.demangle,
+            debug_info: config.debug_info,
+            debug_info_memory_limit: config.debug_info_memory_limit,
             ..SymbolizerConfig::default()
         });
         let mut collector = Self {
