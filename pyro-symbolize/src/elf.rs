@@ -36,6 +36,14 @@ pub enum ElfError {
         /// The file.
         path: PathBuf,
     },
+    /// The MiniDebugInfo (`.gnu_debugdata`, an xz-compressed ELF) could not be read.
+    #[error("{path}: bad .gnu_debugdata: {reason}")]
+    MiniDebugInfo {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The ELF structures are malformed or truncated.
     #[error("{path}: malformed ELF: {reason}")]
     Malformed {
@@ -119,7 +127,14 @@ pub(crate) struct ElfHeaders {
     has_symtab: bool,
     has_debug_info: bool,
     debuglink: Option<DebugLink>,
+    /// File offset and size of `.gnu_debugdata` (MiniDebugInfo).
+    gnu_debugdata: Option<(u64, u64)>,
 }
+
+/// Largest `.gnu_debugdata` read (compressed); Fedora's are tens to hundreds of KiB.
+const MAX_DEBUGDATA: u64 = 16 << 20;
+/// Largest decompressed MiniDebugInfo accepted.
+const MAX_DEBUGDATA_DECOMPRESSED: usize = 128 << 20;
 
 /// A `.gnu_debuglink`: the separate debug file's name and the CRC32 of its contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,15 +171,16 @@ impl ElfHeaders {
     }
 
     fn parse(file: Arc<dyn ReadAt>, cache: Cache, path: &Path) -> Result<Self, ElfError> {
-        let (build_id, has_symtab, has_debug_info, debuglink) = match FileKind::parse(&cache) {
-            Ok(FileKind::Elf64) => build_id::<elf::FileHeader64<Endianness>>(&cache, path)?,
-            Ok(FileKind::Elf32) => build_id::<elf::FileHeader32<Endianness>>(&cache, path)?,
-            _ => {
-                return Err(ElfError::NotElf {
-                    path: path.to_owned(),
-                });
-            }
-        };
+        let (build_id, has_symtab, has_debug_info, debuglink, gnu_debugdata) =
+            match FileKind::parse(&cache) {
+                Ok(FileKind::Elf64) => build_id::<elf::FileHeader64<Endianness>>(&cache, path)?,
+                Ok(FileKind::Elf32) => build_id::<elf::FileHeader32<Endianness>>(&cache, path)?,
+                _ => {
+                    return Err(ElfError::NotElf {
+                        path: path.to_owned(),
+                    });
+                }
+            };
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -173,7 +189,34 @@ impl ElfHeaders {
             has_symtab,
             has_debug_info,
             debuglink,
+            gnu_debugdata,
         })
+    }
+
+    /// The symbols embedded as MiniDebugInfo (`.gnu_debugdata`: an xz-compressed ELF with a
+    /// `.symtab`), when the file has that section. Sizes are capped before and after
+    /// decompression.
+    pub(crate) fn mini_debuginfo(&self) -> Result<Option<ElfHeaders>, ElfError> {
+        let Some((offset, size)) = self.gnu_debugdata else {
+            return Ok(None);
+        };
+        let bad = |reason: String| ElfError::MiniDebugInfo {
+            path: self.path.clone(),
+            reason,
+        };
+        if size > MAX_DEBUGDATA {
+            return Err(bad(format!("{size} bytes, over the {MAX_DEBUGDATA} limit")));
+        }
+        let mut compressed = vec![0u8; size as usize];
+        self.file
+            .read_exact_at(&mut compressed, offset)
+            .map_err(|e| bad(e.to_string()))?;
+        let mut out = Capped(Vec::new());
+        lzma_rs::xz_decompress(&mut &compressed[..], &mut out)
+            .map_err(|e| bad(format!("xz: {e}")))?;
+        let mut name = self.path.clone().into_os_string();
+        name.push(":.gnu_debugdata");
+        ElfHeaders::from_memory(out.0.into(), Path::new(&name)).map(Some)
     }
 
     /// The file's `.gnu_debuglink`, if it has a well-formed one.
@@ -236,10 +279,39 @@ fn malformed(path: &Path, e: object::read::Error) -> ElfError {
     }
 }
 
+/// What [`build_id`] finds: build id, has `.symtab`, has `.debug_info`, the debug link, and
+/// where `.gnu_debugdata` is.
+type Headers = (
+    Option<BuildId>,
+    bool,
+    bool,
+    Option<DebugLink>,
+    Option<(u64, u64)>,
+);
+
+/// A `Write` that refuses to grow past [`MAX_DEBUGDATA_DECOMPRESSED`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_DEBUGDATA_DECOMPRESSED {
+            return Err(std::io::Error::other(format!(
+                "decompresses to more than {MAX_DEBUGDATA_DECOMPRESSED} bytes"
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn build_id<Elf: FileHeader<Endian = Endianness>>(
     data: &Cache,
     path: &Path,
-) -> Result<(Option<BuildId>, bool, bool, Option<DebugLink>), ElfError> {
+) -> Result<Headers, ElfError> {
     let header = Elf::parse(data).map_err(|e| malformed(path, e))?;
     let endian = header.endian().map_err(|e| malformed(path, e))?;
     let sections = header
@@ -264,6 +336,15 @@ fn build_id<Elf: FileHeader<Endian = Endianness>>(
         })
         .and_then(|s| s.data(endian, data).ok())
         .and_then(|d| parse_debuglink(d, matches!(endian, Endianness::Little)));
+    let gnu_debugdata = sections
+        .iter()
+        .find(|s| {
+            s.sh_type(endian) == elf::SHT_PROGBITS
+                && sections
+                    .section_name(endian, s)
+                    .is_ok_and(|n| n == b".gnu_debugdata")
+        })
+        .and_then(|s| s.file_range(endian));
     let mut go = None;
     let mut gnu = None;
     for section in sections.iter() {
@@ -286,7 +367,13 @@ fn build_id<Elf: FileHeader<Endian = Endianness>>(
             }
         }
     }
-    Ok((gnu.or(go), has_symtab, has_debug_info, debuglink))
+    Ok((
+        gnu.or(go),
+        has_symtab,
+        has_debug_info,
+        debuglink,
+        gnu_debugdata,
+    ))
 }
 
 /// `.gnu_debuglink` contents: a NUL-terminated file name, padding to 4 bytes, a CRC32.
@@ -507,10 +594,12 @@ impl ElfSymbols {
         Some(offset - seg.offset + seg.vaddr)
     }
 
-    /// Uses `other`'s `PT_LOAD` segments (a separate debug file's symbols with the mapped
-    /// binary's layout: `objcopy --only-keep-debug` need not keep file offsets).
+    /// Uses `other`'s `PT_LOAD` segments and build id (a separate debug file's symbols with the
+    /// mapped binary's layout and identity: `objcopy --only-keep-debug` need not keep file
+    /// offsets, MiniDebugInfo has no build id).
     pub(crate) fn with_segments_of(mut self, other: &ElfSymbols) -> Self {
         self.segments = other.segments.clone();
+        self.build_id = other.build_id.clone();
         self
     }
 

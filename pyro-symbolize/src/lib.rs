@@ -243,6 +243,14 @@ impl Symbolizer {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// MiniDebugInfo (`.gnu_debugdata`) sections that could not be used (corrupt xz, over the
+    /// size caps, not ELF inside).
+    pub fn minidebuginfo_errors(&self) -> u64 {
+        self.stats
+            .minidebuginfo_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Bytes of DWARF currently loaded (weighed as for the memory limit).
     pub fn debug_info_bytes(&self) -> u64 {
         self.dwarf.weighted_bytes()

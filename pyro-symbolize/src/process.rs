@@ -26,6 +26,8 @@ pub(crate) struct Tables<'a> {
 pub(crate) struct Stats {
     /// Debug files named by a `.gnu_debuglink` whose CRC32 did not match.
     pub(crate) debuglink_crc_mismatches: std::sync::atomic::AtomicU64,
+    /// MiniDebugInfo sections that could not be read.
+    pub(crate) minidebuginfo_errors: std::sync::atomic::AtomicU64,
 }
 
 /// Debug files larger than this are not CRC-checked or read (no real one comes close).
@@ -217,6 +219,22 @@ impl ProcessState {
             (_, Some((d, f, p))) if d.has_debug_info() => DebugSource::new(f, p),
             _ => None,
         };
+        // MiniDebugInfo: the symbols a stripped binary carries compressed in itself.
+        let mini = if !headers.has_symtab() && debug.is_none() {
+            match headers.mini_debuginfo() {
+                Ok(m) => m,
+                Err(error) => {
+                    tables
+                        .stats
+                        .minidebuginfo_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(pid = self.pid, %error, "MiniDebugInfo not used");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let table = match headers.load(tables.demangle) {
             Ok(t) => t,
             Err(error) => {
@@ -224,7 +242,8 @@ impl ProcessState {
                 return None;
             }
         };
-        let table = match debug.map(|(d, _, _)| d.load(tables.demangle)) {
+        let extra = debug.map(|(d, _, _)| d).or(mini);
+        let table = match extra.map(|d| d.load(tables.demangle)) {
             Some(Ok(d)) if d.len() > table.len() => d.with_segments_of(&table),
             _ => table,
         };

@@ -241,6 +241,61 @@ fn stripped_binary_gets_names_and_lines_through_its_debuglink_with_crc_checked()
 }
 
 #[test]
+fn stripped_binary_with_minidebuginfo_gets_its_function_names() {
+    let (Some(objcopy), Some(xz)) = (pyro_testkit::tool("objcopy"), pyro_testkit::tool("xz"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some((exe, debug)) = build_stripped(dir.path(), dir.path(), &[]) else {
+        return;
+    };
+    // What Fedora ships: the symbol table (no DWARF) as an xz-compressed ELF in the binary.
+    let mini = dir.path().join("mini");
+    run(Command::new(&objcopy)
+        .arg("--strip-debug")
+        .arg(&debug)
+        .arg(&mini));
+    run(Command::new(&xz).arg("-k").arg(&mini));
+    let with_mini = dir.path().join("lines-mini");
+    run(Command::new(&objcopy)
+        .arg(format!(
+            "--add-section=.gnu_debugdata={}.xz",
+            mini.display()
+        ))
+        .arg(&exe)
+        .arg(&with_mini));
+    let garbage = dir.path().join("garbage.xz");
+    std::fs::write(&garbage, b"\xfd7zXZ\0 this is not xz at all").unwrap();
+    let with_garbage = dir.path().join("lines-garbage");
+    run(Command::new(&objcopy)
+        .arg(format!(
+            "--add-section=.gnu_debugdata={}",
+            garbage.display()
+        ))
+        .arg(&exe)
+        .arg(&with_garbage));
+
+    let sym = Symbolizer::new(SymbolizerConfig::default());
+    let prog = Prog::spawn(&with_mini);
+    let start = prog.addr("outer");
+    let frames = sym.symbolize_user(prog.0.id(), &[start, start + 1]);
+    assert!(
+        frames.iter().all(|f| &*f.name == "outer" && f.resolved),
+        "{frames:?}"
+    );
+    assert_eq!(sym.minidebuginfo_errors(), 0);
+
+    // (A new symbolizer: the binaries share a build id, so a cached table would be reused.)
+    let sym = Symbolizer::new(SymbolizerConfig::default());
+    let prog = Prog::spawn(&with_garbage);
+    let start = prog.addr("outer");
+    let f = sym.symbolize_user(prog.0.id(), &[start]).remove(0);
+    assert_eq!((&*f.name, f.resolved), ("lines-garbage", false), "{f:?}");
+    assert_eq!(sym.minidebuginfo_errors(), 1);
+}
+
+#[test]
 fn stripped_binary_gets_lines_and_inline_frames_from_its_build_id_debug_file() {
     let Some(addr2line) = pyro_testkit::tool("addr2line") else {
         return;
