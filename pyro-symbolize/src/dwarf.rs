@@ -166,7 +166,52 @@ impl DebugInfo {
     ) -> Result<Self, DwarfError> {
         use std::os::unix::fs::FileExt;
         let cache = object::read::ReadCache::new(file);
-        let obj = object::File::parse(&cache).map_err(|e| DwarfError::NotObject {
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        Self::parse(
+            &cache,
+            file_len,
+            path,
+            demangle,
+            max_bytes,
+            |offset, buf| file.read_exact_at(buf, offset),
+        )
+    }
+
+    /// Like [`load`](Self::load) for an ELF image in memory; `name` is for messages.
+    pub fn from_bytes(
+        bytes: &[u8],
+        name: &Path,
+        demangle: Demangle,
+        max_bytes: u64,
+    ) -> Result<Self, DwarfError> {
+        Self::parse(
+            bytes,
+            bytes.len() as u64,
+            name,
+            demangle,
+            max_bytes,
+            |offset, buf| {
+                let start = usize::try_from(offset).map_err(std::io::Error::other)?;
+                let src = bytes
+                    .get(start..)
+                    .and_then(|t| t.get(..buf.len()))
+                    .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                buf.copy_from_slice(src);
+                Ok(())
+            },
+        )
+    }
+
+    /// Reads the headers through `headers`, section bytes through `read`.
+    fn parse<'data, R: object::ReadRef<'data>>(
+        headers: R,
+        file_len: u64,
+        path: &Path,
+        demangle: Demangle,
+        max_bytes: u64,
+        read: impl Fn(u64, &mut [u8]) -> std::io::Result<()>,
+    ) -> Result<Self, DwarfError> {
+        let obj = object::File::parse(headers).map_err(|e| DwarfError::NotObject {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
@@ -210,7 +255,6 @@ impl DebugInfo {
                 limit: max_bytes,
             });
         }
-        let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
         let mut data: HashMap<gimli::SectionId, Arc<[u8]>> = HashMap::new();
         for (id, range) in ranges {
             if range.offset.saturating_add(range.compressed_size) > file_len {
@@ -221,11 +265,10 @@ impl DebugInfo {
             }
             // compressed_size <= file_len: the allocation is bounded by the file itself.
             let mut raw = vec![0u8; range.compressed_size as usize];
-            file.read_exact_at(&mut raw, range.offset)
-                .map_err(|source| DwarfError::Io {
-                    path: path.to_owned(),
-                    source,
-                })?;
+            read(range.offset, &mut raw).map_err(|source| DwarfError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
             let bytes: Arc<[u8]> = if range.format == object::CompressionFormat::None {
                 raw.into()
             } else {

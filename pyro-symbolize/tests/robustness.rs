@@ -194,3 +194,92 @@ fn elf_symbols_load_errors_are_typed() {
         "{err}"
     );
 }
+
+/// Truncated and corrupted DWARF: typed errors naming the file, or lookups that return what
+/// they can; never a panic, whatever bytes were hit.
+#[test]
+fn corrupt_and_truncated_dwarf_give_errors_not_panics() {
+    use object::{Object, ObjectSection};
+    use pyro_symbolize::{DebugInfo, DwarfError};
+    let Some(gcc) = pyro_testkit::tool("gcc") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("d.c");
+    std::fs::write(
+        &src,
+        "static inline int sq(int x) { return x * x; }\n\
+         int f(int n) { int s = 0; for (int i = 0; i < n; i++) s += sq(i); return s; }\n\
+         int main(int c, char **v) { (void)v; return f(c); }\n",
+    )
+    .unwrap();
+    let exe = dir.path().join("d");
+    let out = std::process::Command::new(gcc)
+        .args(["-O2", "-g", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bytes = std::fs::read(&exe).unwrap();
+    let (text, sections) = {
+        let obj = object::File::parse(&*bytes).unwrap();
+        let text = obj.section_by_name(".text").unwrap();
+        let sections: Vec<(u64, u64)> =
+            [".debug_info", ".debug_line", ".debug_abbrev", ".debug_str"]
+                .iter()
+                .filter_map(|n| obj.section_by_name(n)?.file_range())
+                .collect();
+        ((text.address(), text.size()), sections)
+    };
+    assert_eq!(sections.len(), 4);
+    let name = Path::new("damaged.elf");
+    let lookups = |info: &DebugInfo| {
+        for a in (text.0..text.0 + text.1).step_by(3) {
+            let _ = info.lookup(a);
+        }
+    };
+    // Cut anywhere: the section headers (at the end) or the sections themselves are gone.
+    let mut errors = 0;
+    for cut in [
+        64,
+        1000,
+        bytes.len() / 3,
+        bytes.len() / 2,
+        bytes.len() - 100,
+    ] {
+        match DebugInfo::from_bytes(&bytes[..cut], name, Demangle::Full, u64::MAX) {
+            Ok(info) => lookups(&info),
+            Err(e) => {
+                errors += 1;
+                // The message names the file and what was wrong with it.
+                let msg = e.to_string();
+                assert!(msg.starts_with("damaged.elf: ") && msg.len() > 20, "{msg}");
+            }
+        }
+    }
+    assert!(errors >= 3, "{errors}");
+    // Random bytes overwritten inside the DWARF sections.
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    let mut kinds = std::collections::BTreeSet::new();
+    for round in 0..200 {
+        let mut copy = bytes.clone();
+        let (off, size) = sections[round % sections.len()];
+        for _ in 0..1 + rng.next() % 16 {
+            let at = off + rng.next() % size;
+            copy[at as usize] = rng.next() as u8;
+        }
+        match DebugInfo::from_bytes(&copy, name, Demangle::Full, u64::MAX) {
+            Ok(info) => {
+                lookups(&info);
+                kinds.insert("loaded");
+            }
+            Err(DwarfError::Corrupt { path, .. }) => {
+                assert_eq!(path, name);
+                kinds.insert("corrupt");
+            }
+            Err(e) => panic!("unexpected error kind: {e}"),
+        }
+    }
+    assert!(kinds.contains("loaded"), "{kinds:?}");
+}
