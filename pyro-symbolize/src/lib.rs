@@ -11,11 +11,22 @@
 //! (or `/proc/PID/map_files`), so processes in containers and other mount namespaces work.
 //! Kernel addresses are looked up in `/proc/kallsyms` ([`KernelSymbols`]).
 //!
-//! Binaries without `.symtab` (stripped, with only exported `.dynsym` symbols) use their separate
-//! debug file from `/usr/lib/debug/.build-id/` (inside the process's root) when installed. The
-//! vDSO is read from `/proc/PID/mem`. Go binaries resolve through their `.symtab` (stripped Go
-//! binaries are not: `.gopclntab` is not read); MiniDebugInfo (`.gnu_debugdata`), DWARF,
-//! perf maps of JIT runtimes and interpreters are not used.
+//! With [`SymbolizerConfig::debug_info`] on (the default), each user frame also carries its
+//! source lines from DWARF ([`Frame::lines`]): the innermost inlined function first, then each
+//! caller it was inlined into with the line of the call, the function holding the code last,
+//! each with its file and declaration line ([`SourceFrame`]), read through `addr2line`
+//! ([`DebugInfo`]). DWARF is loaded on first use and shared per file (by `(dev, inode)` of the
+//! file holding it, so all processes mapping one library share one copy) in a cache weighed by
+//! bytes against [`SymbolizerConfig::debug_info_memory_limit`].
+//!
+//! Stripped binaries get their symbols and DWARF from a separate debug file, looked up as gdb
+//! does, inside the process's root first (`/proc/PID/root`), then on the host: by GNU build id
+//! (`/usr/lib/debug/.build-id/ab/cdef….debug`), then by `.gnu_debuglink` name (the binary's
+//! directory, its `.debug/`, `/usr/lib/debug/<directory>`; the CRC32 must match, mismatches are
+//! counted in [`Symbolizer::debuglink_crc_mismatches`]). Without a debug file, MiniDebugInfo
+//! (`.gnu_debugdata`, xz) gives names. The vDSO is read from `/proc/PID/mem`. Not read: Go's
+//! `.gopclntab` (stripped Go binaries show their module name), perf maps of JIT runtimes,
+//! debuginfod.
 //!
 //! Caches follow Alloy's `pyroscope.ebpf` knobs: pid → process state (`pid_cache_size`), GNU/Go
 //! build id → symbol table (`build_id_cache_size`), file `(dev, inode)` → symbol table
