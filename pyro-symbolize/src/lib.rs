@@ -25,8 +25,11 @@
 //! directory, its `.debug/`, `/usr/lib/debug/<directory>`; the CRC32 must match, mismatches are
 //! counted in [`Symbolizer::debuglink_crc_mismatches`]). Without a debug file, MiniDebugInfo
 //! (`.gnu_debugdata`, xz) gives names. The vDSO is read from `/proc/PID/mem`. Not read: Go's
-//! `.gopclntab` (stripped Go binaries show their module name), perf maps of JIT runtimes,
-//! debuginfod.
+//! `.gopclntab` (stripped Go binaries show their module name), debuginfod.
+//!
+//! Addresses in anonymous executable memory (JIT code) are named from the process's perf map,
+//! `/tmp/perf-<pid>.map` read through `/proc/PID/root` with the pid of the process's own pid
+//! namespace, re-read when it changed size (module [`JIT_MODULE`]).
 //!
 //! Caches follow Alloy's `pyroscope.ebpf` knobs: pid → process state (`pid_cache_size`), GNU/Go
 //! build id → symbol table (`build_id_cache_size`), file `(dev, inode)` → symbol table
@@ -53,6 +56,7 @@ mod dwarf;
 mod elf;
 mod kernel;
 mod maps;
+mod perfmap;
 mod process;
 
 use std::path::PathBuf;
@@ -67,6 +71,10 @@ use process::{ProcessState, Tables};
 
 /// The name (and module) of frames that cannot be attributed to any file.
 pub const UNKNOWN: &str = "[unknown]";
+
+/// The module of frames in anonymous executable memory named by the process's perf map
+/// (`/tmp/perf-<pid>.map`, written by JIT runtimes such as `node --perf-basic-prof`).
+pub const JIT_MODULE: &str = "[jit]";
 
 /// Symbolizer settings, named and defaulted like Alloy's `pyroscope.ebpf` arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +176,7 @@ pub struct Symbolizer {
     stats: process::Stats,
     unknown: Arc<str>,
     kernel_unknown: Arc<str>,
+    jit_module: Arc<str>,
 }
 
 impl std::fmt::Debug for Symbolizer {
@@ -194,6 +203,7 @@ impl Symbolizer {
             stats: process::Stats::default(),
             unknown: Arc::from(UNKNOWN),
             kernel_unknown: Arc::from(KERNEL_MODULE),
+            jit_module: Arc::from(JIT_MODULE),
             config,
         }
     }
@@ -218,6 +228,7 @@ impl Symbolizer {
             unknown: &self.unknown,
             dwarf: self.config.debug_info.then_some(&self.dwarf),
             stats: &self.stats,
+            jit_module: &self.jit_module,
         };
         state.symbolize(addrs, &tables)
     }
@@ -259,6 +270,20 @@ impl Symbolizer {
     pub fn minidebuginfo_errors(&self) -> u64 {
         self.stats
             .minidebuginfo_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Lines of perf maps (`/tmp/perf-<pid>.map`) that were not `START SIZE name`, skipped.
+    pub fn perf_map_garbage_lines(&self) -> u64 {
+        self.stats
+            .perf_map_garbage_lines
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Perf map reads cut at the 32 MiB cap.
+    pub fn perf_maps_truncated(&self) -> u64 {
+        self.stats
+            .perf_maps_truncated
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

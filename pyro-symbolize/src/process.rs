@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::dwarf::{DebugSource, DwarfCache};
 use crate::elf::{BuildId, ElfHeaders, ElfSymbols};
 use crate::maps::{MapEntry, parse_maps};
+use crate::perfmap::PerfMap;
 use crate::{Demangle, FileInfo, Frame};
 
 /// Shared caches a process consults when it first needs a file's symbols.
@@ -19,6 +20,8 @@ pub(crate) struct Tables<'a> {
     /// DWARF of all files, when line info is on.
     pub(crate) dwarf: Option<&'a DwarfCache>,
     pub(crate) stats: &'a Stats,
+    /// Module of frames named by a perf map.
+    pub(crate) jit_module: &'a Arc<str>,
 }
 
 /// Counters of the symbolizer.
@@ -28,6 +31,10 @@ pub(crate) struct Stats {
     pub(crate) debuglink_crc_mismatches: std::sync::atomic::AtomicU64,
     /// MiniDebugInfo sections that could not be read.
     pub(crate) minidebuginfo_errors: std::sync::atomic::AtomicU64,
+    /// Perf map lines that are not `START SIZE name`.
+    pub(crate) perf_map_garbage_lines: std::sync::atomic::AtomicU64,
+    /// Perf map reads cut at the size cap.
+    pub(crate) perf_maps_truncated: std::sync::atomic::AtomicU64,
 }
 
 /// Debug files larger than this are not CRC-checked or read (no real one comes close).
@@ -67,6 +74,8 @@ struct Inner {
     fruitless: u32,
     /// Calls with unmapped addresses to let pass before re-reading again.
     skip: u32,
+    /// The process's JIT perf map, opened on the first address in anonymous executable memory.
+    perf_map: Option<PerfMap>,
 }
 
 /// Most calls with unmapped addresses skipped between two fruitless re-reads.
@@ -87,6 +96,7 @@ impl ProcessState {
             self.refresh(&mut inner, tables);
         }
         let mut refreshed = false;
+        let mut perf_refreshed = false;
         let mut frames = Vec::with_capacity(addrs.len());
         // Stacks mostly stay within few mappings: remember the last one.
         let mut last: Option<usize> = None;
@@ -124,10 +134,50 @@ impl ProcessState {
                 frames.push(Frame::unknown(tables.unknown));
                 continue;
             };
+            if inner.mappings[i].entry.path.is_empty() {
+                // Anonymous executable memory: JIT code, named by the runtime's perf map.
+                let frame = self.jit_frame(&mut inner, addr, &mut perf_refreshed, tables);
+                frames.push(frame);
+                continue;
+            }
             let frame = self.lookup(&mut inner.mappings[i], addr, tables);
             frames.push(frame);
         }
         frames
+    }
+
+    /// The frame of `addr` in anonymous executable memory, from `/tmp/perf-<nspid>.map` as the
+    /// process sees it (its mount namespace, its pid namespace's pid). The map is re-read when
+    /// it changed size, at most once per call and only for an address it does not name yet.
+    fn jit_frame(
+        &self,
+        inner: &mut Inner,
+        addr: u64,
+        refreshed: &mut bool,
+        tables: &Tables<'_>,
+    ) -> Frame {
+        let map = inner.perf_map.get_or_insert_with(|| {
+            let nspid = ns_pid(&self.dir).unwrap_or(self.pid);
+            PerfMap::new(self.dir.join(format!("root/tmp/perf-{nspid}.map")))
+        });
+        if map.lookup(addr).is_none() && !*refreshed {
+            *refreshed = true;
+            if let Some(stats) = map.refresh() {
+                use std::sync::atomic::Ordering::Relaxed;
+                tables
+                    .stats
+                    .perf_map_garbage_lines
+                    .fetch_add(stats.garbage_lines, Relaxed);
+                if stats.truncated {
+                    tables.stats.perf_maps_truncated.fetch_add(1, Relaxed);
+                    tracing::debug!(pid = self.pid, "perf map over the size cap, cut");
+                }
+            }
+        }
+        match map.lookup(addr) {
+            Some(name) => Frame::named(name.clone(), tables.jit_module.clone(), true),
+            None => Frame::unknown(tables.unknown),
+        }
     }
 
     fn lookup(&self, m: &mut Mapping, addr: u64, tables: &Tables<'_>) -> Frame {
@@ -426,6 +476,19 @@ fn file_info(e: &MapEntry, table: &ElfSymbols, tables: &Tables<'_>) -> FileInfo 
         build_id: Arc::from(build_id),
         has_debug_info: tables.dwarf.is_some() && table.debug_source().is_some(),
     }
+}
+
+/// The process's pid in its own pid namespace (last `NSpid:` field of its status), which is
+/// the pid a runtime inside a container names its perf map after.
+fn ns_pid(dir: &Path) -> Option<u32> {
+    let status = std::fs::read_to_string(dir.join("status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// CRC32 (the `.gnu_debuglink` one: IEEE, as zlib computes it) of a whole file.
