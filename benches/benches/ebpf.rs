@@ -338,14 +338,25 @@ async fn rss_with_200_targets(window: Duration) {
     let sink = Arc::new(Discard::default());
     let rss_before = peak_rss_kib("self");
     let cpu_before = self_cpu();
-    let (handle, run) = Collector::builder(EbpfConfig {
+    // `PYRO_EBPF_BENCH_DEBUG_INFO=off` or a byte limit: line info off, or its memory limit.
+    let mut config = EbpfConfig {
         collect_interval: Duration::from_secs(10),
         ..EbpfConfig::default()
-    })
-    .targets(workers.targets())
-    .forward_to([sink.clone() as DynReceiver])
-    .build()
-    .expect("load the collector");
+    };
+    match std::env::var("PYRO_EBPF_BENCH_DEBUG_INFO").as_deref() {
+        Ok("off") => config.debug_info = false,
+        Ok(limit) => config.debug_info_memory_limit = limit.parse().expect("a byte count"),
+        Err(_) => {}
+    }
+    eprintln!(
+        "debug_info {}, debug_info_memory_limit {}",
+        config.debug_info, config.debug_info_memory_limit
+    );
+    let (handle, run) = Collector::builder(config)
+        .targets(workers.targets())
+        .forward_to([sink.clone() as DynReceiver])
+        .build()
+        .expect("load the collector");
     let task = tokio::spawn(run);
     tokio::time::sleep(window).await;
     drop(handle);

@@ -62,7 +62,10 @@ fn pyro(info: &DebugInfo, syms: &ElfSymbols, addrs: &[u64]) -> (usize, usize) {
 
 fn blaze(b: &Blaze, src: &Source<'_>, addrs: &[u64]) -> (usize, usize) {
     let (mut frames, mut inlined) = (0, 0);
-    for s in b.symbolize(src, Input::VirtOffset(addrs)).expect("blazesym") {
+    for s in b
+        .symbolize(src, Input::VirtOffset(addrs))
+        .expect("blazesym")
+    {
         if let Symbolized::Sym(sym) = s {
             frames += 1 + sym.inlined.len();
             inlined += sym.inlined.len();
