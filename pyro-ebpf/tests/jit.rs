@@ -35,8 +35,13 @@ fn node_perf_basic_prof_function_carries_its_share() {
     let Some(node) = pyro_testkit::tool("node") else {
         return;
     };
-    let mut workload =
-        Workload::spawn_cmd(Command::new(node).args(["--perf-basic-prof", "-e", SCRIPT]));
+    // (In a scratch directory: V8 may write `isolate-*-v8.log` files into its working directory.)
+    let cwd = tempfile::tempdir().unwrap();
+    let mut workload = Workload::spawn_cmd(
+        Command::new(node)
+            .args(["--perf-basic-prof", "-e", SCRIPT])
+            .current_dir(cwd.path()),
+    );
     let pid = workload.pid();
     let mut c = collector(EbpfConfig::default(), vec![pid_target(pid, "node")]);
     workload.go();

@@ -21,9 +21,12 @@ fn node_perf_basic_prof_names_its_hot_function() {
     let Some(node) = pyro_testkit::tool("node") else {
         return;
     };
+    // (In a scratch directory: V8 may write `isolate-*-v8.log` files into its working directory.)
+    let cwd = tempfile::tempdir().unwrap();
     let mut child = pyro_testkit::spawn(
         Command::new(node)
             .args(["--perf-basic-prof", "-e", SCRIPT])
+            .current_dir(cwd.path())
             .stdout(Stdio::null()),
     )
     .unwrap();
