@@ -87,7 +87,10 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     .await;
 
     eprintln!("stopping: sending the last interval and flushing the writer…");
-    let delivered = pipeline.shutdown(Duration::from_secs(10)).await;
+    let delivered = pipeline
+        .shutdown(std::time::Instant::now() + Duration::from_secs(10))
+        .await
+        .is_ok();
     eprintln!(
         "done: {} handed to the writer for {url}{}",
         sent.summary(),

@@ -81,9 +81,12 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     };
 
     // pyroscope.receive_http: Alloy's defaults (all interfaces, port 8080).
-    let receive = pyro_receive::Config {
-        listen_port: args.value("--port").unwrap_or("8080").parse()?,
-        ..pyro_receive::Config::default()
+    let receive = pyro_receive::ReceiveConfig {
+        http: pyro_receive::HttpConfig {
+            listen_port: args.value("--port").unwrap_or("8080").parse()?,
+            ..pyro_receive::HttpConfig::default()
+        },
+        ..pyro_receive::ReceiveConfig::default()
     };
     // discovery.process: SDK processes started after a scan are enriched from the next one.
     let discovery = ProcessDiscoveryConfig {
@@ -121,7 +124,10 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     .await;
 
     eprintln!("stopping: finishing requests in flight and flushing the output…");
-    let clean = pipeline.shutdown(Duration::from_secs(10)).await;
+    let clean = pipeline
+        .shutdown(std::time::Instant::now() + Duration::from_secs(10))
+        .await
+        .is_ok();
     eprintln!(
         "done: {} written to {to}{}",
         sent.summary(),

@@ -60,7 +60,7 @@ fn garbage_is_a_permanent_error_and_writes_nothing() {
     let sink = FileSink::new(dir.path()).unwrap();
     let bad = Profile::new(Labels::from_iter([("__name__", "x")]), &b"not pprof"[..]);
     let err = futures_executor::block_on(sink.send(&bad)).unwrap_err();
-    assert!(!err.retryable);
+    assert_eq!(err.kind, pyro_core::SinkErrorKind::InvalidInput);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
