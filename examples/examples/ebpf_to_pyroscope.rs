@@ -9,9 +9,9 @@
 //!     --url http://localhost:4040 [--duration 1m] [--collect-interval 15s] [--refresh 60s]
 //! ```
 //!
-//! `--help` lists the flags. Without `--duration` it runs until Ctrl-C. It prints a progress line every 5 s (profiles
-//! pushed so far) and, on exit, sends what was sampled since the last push and waits for the
-//! writer to deliver it. The same pipeline in Alloy's configuration language:
+//! `--help` lists the flags. Without `--duration` it runs until Ctrl-C. It prints a progress
+//! line every 5 s (profiles pushed so far) and, on exit, sends what was sampled since the last
+//! push and waits for the writer to deliver it. The same pipeline in Alloy's configuration language:
 //!
 //! ```text
 //! discovery.process "all" { }

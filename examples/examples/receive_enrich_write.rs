@@ -18,8 +18,8 @@
 //! Each profile is matched by `pid` to a discovered process and gains `process_exe` and
 //! `process_cwd`. Profiles without a `pid` tag, or from a process not (yet) discovered, pass
 //! through unchanged. No root needed (but as another user, other users' processes cannot be
-//! read). `--help` lists the flags. Without `--duration` it runs until Ctrl-C, printing a progress line every 5 s. The
-//! same pipeline in Alloy's configuration language:
+//! read). `--help` lists the flags. Without `--duration` it runs until Ctrl-C, printing a
+//! progress line every 5 s. The same pipeline in Alloy's configuration language:
 //!
 //! ```text
 //! discovery.process "all" { refresh_interval = "10s" }

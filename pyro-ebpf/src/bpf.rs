@@ -423,9 +423,10 @@ mod tests {
                 "{text}"
             );
             assert!(text.contains("COUNTERS"), "{text}");
-            assert!(
-                matches!(p, BpfError::Permission { source, .. } if source.raw_os_error() == Some(code))
-            );
+            let BpfError::Permission { source, .. } = p else {
+                panic!("not a Permission error: {p:?}");
+            };
+            assert_eq!(source.raw_os_error(), Some(code));
         }
         let e = create(libc::ENOMEM);
         assert!(permission(|| e.to_string(), &e).is_none());
