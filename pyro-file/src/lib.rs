@@ -19,13 +19,13 @@
 //!
 //! Every label of the profile (`service_name`, `__name__`, target labels such as `region`,
 //! enriched labels, `__container_id__`, …) is kept *inside* the pprof file, as a string label on
-//! every sample: `go tool pprof -tags` lists them, `-tagfocus region=eu` filters by them, and a
-//! Pyroscope ingesting the file turns them back into series labels, as it does for an SDK's
-//! sample labels. A label the sample already carries (an SDK's own per-sample label) is left
-//! as the sample has it. This was chosen over a sidecar file so that one file is the whole
-//! profile and every pprof tool sees the labels; the price is that a labelled profile is
-//! decoded and re-encoded (samples, stacks and values unchanged; the sink decodes every
-//! profile for its flame graph anyway). A profile without labels is written byte for byte.
+//! every sample: `go tool pprof -tags` lists them and `-tagfocus region=eu-west-1` filters by
+//! them. A label the sample already carries (an SDK's own per-sample label) is left as the
+//! sample has it; labels with an empty value are left out. This was chosen over a sidecar
+//! file so that one file is the whole profile and every pprof tool sees the labels; the price
+//! is that a labelled profile is decoded and re-encoded (samples, stacks and values unchanged;
+//! the sink decodes every profile for its flame graph anyway). A profile without labels is
+//! written byte for byte.
 //!
 //! Files are named `<service_name>.<profile type>.<unix seconds>-<sequence>.pb.gz` (and `.svg`),
 //! with characters other than `[A-Za-z0-9._-]` in the service name replaced by `_`. Writing is
