@@ -36,7 +36,9 @@ use pyro_write::{EndpointConfig, WriteMetrics, Writer, WriterConfig};
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// `discovery.relabel` rules naming each process after its executable:
-/// `__meta_process_exe="/usr/bin/python3.11"` → `service_name="python3.11"`.
+/// `__meta_process_exe="/usr/bin/python3.11"` → `service_name="python3.11"`. A process whose
+/// binary was replaced or removed after it started has `__meta_process_exe` =
+/// `"<path> (deleted)"` (as in Alloy); it is named after the binary all the same.
 ///
 /// ```
 /// use pyro_core::Labels;
@@ -45,11 +47,13 @@ pub type BoxError = Box<dyn Error + Send + Sync>;
 /// let rules = RelabelRules::new(&pyro_examples::pipelines::service_name_from_exe()).unwrap();
 /// let out = rules.apply(Labels::from_iter([("__meta_process_exe", "/usr/sbin/nginx")])).unwrap();
 /// assert_eq!(out.get("service_name"), Some("nginx"));
+/// let out = rules.apply(Labels::from_iter([("__meta_process_exe", "/usr/sbin/nginx (deleted)")])).unwrap();
+/// assert_eq!(out.get("service_name"), Some("nginx"));
 /// ```
 pub fn service_name_from_exe() -> Vec<RelabelConfig> {
     vec![RelabelConfig {
         source_labels: vec!["__meta_process_exe".into()],
-        regex: ".*/(.*)".into(),
+        regex: r".*/(.*?)(?: \(deleted\))?".into(),
         target_label: "service_name".into(),
         ..RelabelConfig::default()
     }]

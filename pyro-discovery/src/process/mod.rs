@@ -10,6 +10,11 @@
 //!   field is enabled); a process that vanished (`ENOENT`, `ESRCH`) is skipped silently, other
 //!   failures (`EACCES` when not root) are logged at `debug` level. Kernel threads have no
 //!   `exe`, so they are skipped while `exe` is enabled (the default) and listed otherwise;
+//! - the exe is the text of the `/proc/<pid>/exe` link unchanged (gopsutil's `Exe`, a plain
+//!   `readlink`): for a process whose binary was deleted or replaced after it started, the
+//!   kernel appends ` (deleted)`, and `__meta_process_exe` is `<path> (deleted)`, as in Alloy.
+//!   A relabel rule naming the service after the binary strips it with
+//!   `regex = ".*/(.*?)(?: \\(deleted\\))?"` (valid in Alloy too);
 //! - a failed user or uid lookup does not skip the process;
 //! - the command line is the NUL-separated arguments joined by single spaces, empty arguments
 //!   dropped (gopsutil's `Cmdline`);
@@ -44,7 +49,8 @@ use serde::{Deserialize, Serialize};
 pub use cgroup::cgroup_path;
 pub use pyro_core::cgroup::container_id_from_cgroup;
 
-/// `__meta_process_exe`: the executable (`readlink /proc/<pid>/exe`).
+/// `__meta_process_exe`: the executable (`readlink /proc/<pid>/exe`, with the kernel's
+/// ` (deleted)` suffix when the binary was removed or replaced since the process started).
 pub const LABEL_EXE: &str = "__meta_process_exe";
 /// `__meta_process_cwd`: the working directory.
 pub const LABEL_CWD: &str = "__meta_process_cwd";
