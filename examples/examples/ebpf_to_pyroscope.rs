@@ -45,7 +45,7 @@ use pyro_core::config::parse_duration;
 use pyro_discovery::process::ProcessDiscoveryConfig;
 use pyro_ebpf::EbpfConfig;
 use pyro_examples::pipelines::{EbpfToPyroscope, service_name_from_exe, write_to};
-use pyro_examples::{exit_code, init_tracing, wait_with_status};
+use pyro_examples::{exit_code, init_tracing, stop_and_report, wait_with_status};
 
 /// Profiles every process on this host with eBPF (needs root) and pushes the profiles to
 /// Grafana Pyroscope.
@@ -107,19 +107,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error + Send + Sync>> {
     })
     .await;
 
-    eprintln!("stopping: sending the last interval and flushing the writer…");
-    let delivered = pipeline
-        .shutdown(std::time::Instant::now() + Duration::from_secs(10))
-        .await
-        .is_ok();
-    eprintln!(
-        "done: {} handed to the writer for {url}{}",
-        sent.summary(),
-        if delivered {
-            ""
-        } else {
-            " (some profiles could not be delivered; see the log)"
-        }
-    );
+    stop_and_report(
+        "sending the last interval and flushing the writer",
+        pipeline.shutdown(std::time::Instant::now() + Duration::from_secs(10)),
+        || sent.summary(),
+        &format!("handed to the writer for {url}"),
+    )
+    .await;
     Ok(())
 }

@@ -65,7 +65,7 @@ use pyro_discovery::process::ProcessDiscoveryConfig;
 use pyro_examples::pipelines::{
     Output, ReceiveEnrichWrite, enrich_by_pid, process_metadata_rules, write_to,
 };
-use pyro_examples::{exit_code, init_tracing, wait_with_status};
+use pyro_examples::{exit_code, init_tracing, stop_and_report, wait_with_status};
 
 /// Receives profiles pushed by Pyroscope SDKs, adds the metadata of the process that sent
 /// them (matched by their `pid` tag) and writes them to Pyroscope or to a directory.
@@ -149,19 +149,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn Error + Send + Sync>> {
     })
     .await;
 
-    eprintln!("stopping: finishing requests in flight and flushing the output…");
-    let clean = pipeline
-        .shutdown(std::time::Instant::now() + Duration::from_secs(10))
-        .await
-        .is_ok();
-    eprintln!(
-        "done: {} written to {to}{}",
-        sent.summary(),
-        if clean {
-            ""
-        } else {
-            " (not everything was delivered; see the log)"
-        }
-    );
+    stop_and_report(
+        "finishing requests in flight and flushing the output",
+        pipeline.shutdown(std::time::Instant::now() + Duration::from_secs(10)),
+        || sent.summary(),
+        &format!("written to {to}"),
+    )
+    .await;
     Ok(())
 }

@@ -159,3 +159,21 @@ pub async fn wait_with_status(
         }
     }
 }
+
+/// Shuts a pipeline down with `shutdown` (one call on its first stage, see
+/// [`pyro_core::lifecycle`]), saying so before and after: `"done: <summary> <where>"`, plus a
+/// note and the reason when not everything was delivered in time.
+pub async fn stop_and_report(
+    doing: &str,
+    shutdown: impl std::future::Future<Output = Result<(), pyro_core::LifecycleError>>,
+    summary: impl FnOnce() -> String,
+    destination: &str,
+) {
+    eprintln!("stopping: {doing}…");
+    let result = shutdown.await;
+    let note = match &result {
+        Ok(()) => String::new(),
+        Err(e) => format!(" (not everything was delivered: {e})"),
+    };
+    eprintln!("done: {} {destination}{note}", summary());
+}

@@ -50,6 +50,7 @@ pub mod fanout;
 pub mod labels;
 pub mod lifecycle;
 pub mod pprof;
+pub mod proc;
 pub mod profile;
 pub mod push;
 pub mod receiver;

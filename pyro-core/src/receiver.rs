@@ -195,35 +195,27 @@ pub trait Receiver: Send + Sync + fmt::Debug {
     }
 }
 
-#[async_trait]
-impl<R: Receiver + ?Sized> Receiver for Arc<R> {
-    async fn append(&self, profile: Profile) -> Result<(), AppendError> {
-        (**self).append(profile).await
-    }
+/// Smart pointers to a receiver are receivers: every call goes to the pointee.
+macro_rules! forward_receiver {
+    ($($ptr:ident),*) => {$(
+        #[async_trait]
+        impl<R: Receiver + ?Sized> Receiver for $ptr<R> {
+            async fn append(&self, profile: Profile) -> Result<(), AppendError> {
+                (**self).append(profile).await
+            }
 
-    async fn flush(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
-        (**self).flush(deadline).await
-    }
+            async fn flush(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
+                (**self).flush(deadline).await
+            }
 
-    async fn shutdown(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
-        (**self).shutdown(deadline).await
-    }
+            async fn shutdown(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
+                (**self).shutdown(deadline).await
+            }
+        }
+    )*};
 }
 
-#[async_trait]
-impl<R: Receiver + ?Sized> Receiver for Box<R> {
-    async fn append(&self, profile: Profile) -> Result<(), AppendError> {
-        (**self).append(profile).await
-    }
-
-    async fn flush(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
-        (**self).flush(deadline).await
-    }
-
-    async fn shutdown(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
-        (**self).shutdown(deadline).await
-    }
-}
+forward_receiver!(Arc, Box);
 
 /// A shared, type-erased receiver: what `forward_to` lists hold.
 pub type DynReceiver = Arc<dyn Receiver>;

@@ -34,14 +34,11 @@
 #![deny(missing_docs)]
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use pyro_core::pprof::{self, DEFAULT_MAX_DECODED_SIZE, PprofError};
 use pyro_core::{Labels, Profile, Sink, SinkError};
 
@@ -130,13 +127,7 @@ impl FileSink {
         } else if profile.is_gzipped() {
             profile.raw.to_vec()
         } else {
-            let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
-            enc.write_all(&profile.raw)
-                .and_then(|()| enc.finish())
-                .map_err(|source| FileSinkError::Io {
-                    path: pprof_path.clone(),
-                    source,
-                })?
+            pprof::gzip(&profile.raw, 1)
         };
         fs::write(&pprof_path, gz).map_err(|source| FileSinkError::Io {
             path: pprof_path.clone(),

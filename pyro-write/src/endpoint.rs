@@ -1,7 +1,6 @@
 //! [`PushSink`]: one Pyroscope endpoint, spoken to over the Connect `Push` API.
 
 use std::fmt;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -242,15 +241,7 @@ impl PushSink {
         if !self.compresses(profile) {
             return Bytes::from(plain);
         }
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(plain.len() / 2 + 64),
-            flate2::Compression::fast(),
-        );
-        match gz.write_all(&plain).and_then(|()| gz.finish()) {
-            Ok(v) => Bytes::from(v),
-            // Writing into a Vec cannot fail; should it, send the body uncompressed.
-            Err(_) => Bytes::from(plain),
-        }
+        Bytes::from(pyro_core::pprof::gzip(&plain, 1))
     }
 
     fn read_secret(&self, path: &PathBuf) -> Result<String, PushError> {
