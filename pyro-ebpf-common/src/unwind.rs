@@ -412,15 +412,17 @@ pub fn step<L: RowLookup, M: Memory>(
 ) -> Step {
     let pc = lookup_pc(regs.pc, pc_is_exact);
     match rows.lookup(pc) {
-        Some(row) => apply_row(regs, pc, &row, mem),
+        Some(row) => apply_row(regs, &row, mem),
         None => Step::NoInfo,
     }
 }
 
-/// Applies `row` (found for lookup pc `pc`) to `regs`: CFA from RSP/RBP + offset (or the PLT and
-/// deref forms), return address at CFA - 8, caller RSP = CFA, RBP restored from CFA + offset.
+/// Applies `row` (the row found for `regs.pc`) to `regs`: CFA from RSP/RBP + offset (or the PLT
+/// and deref forms; the PLT forms test the pc itself, as their DWARF expression reads RIP),
+/// return address at CFA - 8, caller RSP = CFA, RBP restored from CFA + offset.
 #[inline(always)]
-pub fn apply_row<M: Memory>(regs: &Regs, pc: u64, row: &Row, mem: &mut M) -> Step {
+pub fn apply_row<M: Memory>(regs: &Regs, row: &Row, mem: &mut M) -> Step {
+    let pc = regs.pc;
     let cfa = match row.cfa() {
         Some(CfaType::RspOffset) => regs.sp.wrapping_add(row.cfa_offset as u64),
         Some(CfaType::RbpOffset) => regs.bp.wrapping_add(row.cfa_offset as u64),
@@ -679,7 +681,8 @@ mod tests {
             (0x2b, 0x1010),
             (0x2f, 0x1010),
         ] {
-            let Step::Caller(c) = apply_row(&regs, pc, &Row::command(0, CfaType::Plt1), &mut Mem)
+            let regs = Regs { pc, ..regs };
+            let Step::Caller(c) = apply_row(&regs, &Row::command(0, CfaType::Plt1), &mut Mem)
             else {
                 panic!()
             };
@@ -697,8 +700,7 @@ mod tests {
             sp: 0x1000,
             bp: 7,
         };
-        let Step::Caller(c) = apply_row(&regs, 0, &Row::command(0, CfaType::Signal), &mut Mem)
-        else {
+        let Step::Caller(c) = apply_row(&regs, &Row::command(0, CfaType::Signal), &mut Mem) else {
             panic!()
         };
         assert!(c.pc_is_exact);
