@@ -75,7 +75,10 @@ pub(crate) fn collect(data: &[u8]) -> Result<Collected, Error> {
         }
     };
 
+    // With section headers: `.eh_frame`, else `.debug_frame`. Without (stripped, or a file
+    // `objcopy` left with a dangling `PT_GNU_EH_FRAME`): `PT_GNU_EH_FRAME` → `.eh_frame_hdr`.
     let text_address = file.section_by_name(".text").map(|s| s.address());
+    let has_sections = file.sections().next().is_some();
     if let Some((addr, bytes)) = section_data(".eh_frame")? {
         let mut bases = BaseAddresses::default().set_eh_frame(addr);
         if let Some(t) = text_address {
@@ -88,15 +91,6 @@ pub(crate) fn collect(data: &[u8]) -> Result<Collected, Error> {
         section.set_address_size(8);
         walk(&section, ".eh_frame", &bases, &text, &mut out)?;
         out.source = Some(CfiSource::EhFrame);
-    } else if let Some((hdr_addr, hdr_bytes)) = program_header_eh_frame_hdr(headers, endian, data) {
-        let (eh_addr, eh_bytes) = eh_frame_from_hdr(hdr_addr, hdr_bytes, headers, endian, data)?;
-        let bases = BaseAddresses::default()
-            .set_eh_frame(eh_addr)
-            .set_eh_frame_hdr(hdr_addr);
-        let mut section = gimli::EhFrame::new(eh_bytes, LittleEndian);
-        section.set_address_size(8);
-        walk(&section, ".eh_frame", &bases, &text, &mut out)?;
-        out.source = Some(CfiSource::EhFrameProgramHeader);
     } else if let Some((_, bytes)) = section_data(".debug_frame")? {
         let mut section = gimli::DebugFrame::new(&bytes, LittleEndian);
         section.set_address_size(8);
@@ -108,6 +102,17 @@ pub(crate) fn collect(data: &[u8]) -> Result<Collected, Error> {
             &mut out,
         )?;
         out.source = Some(CfiSource::DebugFrame);
+    } else if let Some((hdr_addr, hdr_bytes)) =
+        program_header_eh_frame_hdr(headers, endian, data).filter(|_| !has_sections)
+    {
+        let (eh_addr, eh_bytes) = eh_frame_from_hdr(hdr_addr, hdr_bytes, headers, endian, data)?;
+        let bases = BaseAddresses::default()
+            .set_eh_frame(eh_addr)
+            .set_eh_frame_hdr(hdr_addr);
+        let mut section = gimli::EhFrame::new(eh_bytes, LittleEndian);
+        section.set_address_size(8);
+        walk(&section, ".eh_frame", &bases, &text, &mut out)?;
+        out.source = Some(CfiSource::EhFrameProgramHeader);
     } else {
         return Err(Error::NoUnwindInfo);
     }

@@ -8,6 +8,15 @@ use gimli::{
     Location, Register, RegisterRule, UnwindContext, UnwindSection, UnwindTableRow, Value, X86_64,
 };
 use object::{Object, ObjectSection};
+use pyro_ebpf_common::unwind::{Memory, Regs, Step, apply_row};
+use pyro_unwind::{CfaType, Table};
+
+/// An FDE and its address range, cut where the next FDE starts.
+pub type Fde<'a> = (
+    u64,
+    u64,
+    gimli::FrameDescriptionEntry<EndianSlice<'a, LittleEndian>>,
+);
 
 pub const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
 pub const LIBSTDCXX: &str = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6";
@@ -204,21 +213,221 @@ impl<'a> Oracle<'a> {
                 fdes.push((fde.initial_address(), fde.end_address(), fde));
             }
         }
-        fdes.sort_by_key(|f| (f.0, f.1));
-        for i in 0..fdes.len().saturating_sub(1) {
-            let next = fdes[i + 1].0;
-            if fdes[i].1 > next {
-                fdes[i].1 = next;
-            }
-        }
+        cut_overlaps(&mut fdes);
         Oracle {
             eh_frame,
             bases,
             fdes,
         }
     }
+}
 
-    pub fn context() -> Box<UnwindContext<usize>> {
-        Box::new(UnwindContext::new())
+/// Sorts FDEs by address and cuts each where the next one starts.
+pub fn cut_overlaps(fdes: &mut [Fde<'_>]) {
+    fdes.sort_by_key(|f| (f.0, f.1));
+    for i in 0..fdes.len().saturating_sub(1) {
+        let next = fdes[i + 1].0;
+        if fdes[i].1 > next {
+            fdes[i].1 = next;
+        }
     }
+}
+
+struct Synthetic;
+impl Memory for Synthetic {
+    fn read_u64(&mut self, addr: u64) -> Option<u64> {
+        Some(mem(addr))
+    }
+}
+
+/// What one check saw.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub addresses: u64,
+    pub unsupported_addresses: u64,
+    pub gimli_cannot: u64,
+    pub gap_addresses: u64,
+    pub signal_addresses: u64,
+    pub plt_addresses: u64,
+}
+
+/// The PLT sections of a file: `(name, begin, end)`.
+pub fn plt_sections(data: &[u8]) -> Vec<(&'static str, u64, u64)> {
+    let file = object::File::parse(data).expect("ELF");
+    [".plt", ".plt.got", ".plt.sec"]
+        .into_iter()
+        .filter_map(|n| {
+            file.section_by_name(n)
+                .map(|s| (n, s.address(), s.address() + s.size()))
+        })
+        .collect()
+}
+
+/// A PLT address no FDE covers: our synthesised row must give what GNU ld's own `.plt` CFI
+/// gives (evaluated by gimli): CFA = RSP + 16 at PLT0 (entered with the index pushed), + 24
+/// after PLT0's push, then ld's expression `rsp + 8 + ((rip & 15) >= 11) * 8` for the entries
+/// of `.plt`, and RSP + 8 in `.plt.got`/`.plt.sec` (a lone `jmp`).
+fn check_synthesised_plt(table: &Table, pc: u64, (name, plt, _): (&str, u64, u64)) {
+    let row = table.lookup(pc).expect("a synthesised PLT row");
+    let cfa = if name != ".plt" {
+        SP0 + 8
+    } else if pc < plt + 6 {
+        SP0 + 16
+    } else if pc < plt + 16 {
+        SP0 + 24
+    } else {
+        eval_bytes(&LD_PLT_EXPRESSION, pc)
+    };
+    let got = apply_row(
+        &Regs {
+            pc,
+            sp: SP0,
+            bp: BP0,
+        },
+        &row,
+        &mut Synthetic,
+    );
+    let Step::Caller(c) = got else {
+        panic!("{pc:#x}: {row:?} gives {got:?}")
+    };
+    assert_eq!(
+        (c.regs.sp, c.regs.pc, c.regs.bp),
+        (cfa, mem(cfa - 8), BP0),
+        "{pc:#x}: {row:?}"
+    );
+}
+
+/// Checks `table` at every address of `fdes` (sorted, cut where the next starts) against
+/// gimli's rows, and every address in the gaps between them.
+pub fn check<'a, S: UnwindSection<EndianSlice<'a, LittleEndian>>>(
+    name: &str,
+    table: &Table,
+    section: &S,
+    bases: &BaseAddresses,
+    fdes: &[Fde<'a>],
+    plts: &[(&'static str, u64, u64)],
+) -> Counts {
+    let mut ctx = Box::new(UnwindContext::new());
+    let mut counts = Counts::default();
+    let mut mismatches = Vec::new();
+    let mut prev_end = None;
+    for (start, end, fde) in fdes {
+        // Gaps since the previous FDE: no unwind information.
+        if let Some(p) = prev_end {
+            for a in p..*start {
+                if let Some(&plt) = plts.iter().find(|&&(_, b, e)| a >= b && a < e) {
+                    counts.plt_addresses += 1;
+                    check_synthesised_plt(table, a, plt);
+                    continue;
+                }
+                counts.gap_addresses += 1;
+                let row = table.lookup(a);
+                assert!(
+                    row.is_none_or(|r| r.cfa() == Some(CfaType::End)),
+                    "{name}: gap address {a:#x} has row {row:?}"
+                );
+            }
+        }
+        prev_end = Some(*end);
+        let signal = fde.is_signal_trampoline();
+        let mut rows = fde.rows(section, bases, &mut ctx).expect("rows");
+        while let Some(row) = rows.next_row().expect("row") {
+            let (rs, re) = (row.start_address().max(*start), row.end_address().min(*end));
+            // Rules that read no RIP give the same answer at every address of the row.
+            let pc_free = !matches!(row.cfa(), CfaRule::Expression(_))
+                && row.registers().all(|(_, r)| {
+                    !matches!(
+                        r,
+                        RegisterRule::Expression(_)
+                            | RegisterRule::ValExpression(_)
+                            | RegisterRule::Register(X86_64::RA)
+                    )
+                });
+            let mut cached: Option<Expected> = None;
+            for pc in rs..re {
+                counts.addresses += 1;
+                let want = match (&cached, pc_free) {
+                    (Some(w), true) => w.clone(),
+                    _ => {
+                        let w = expected(section, row, pc);
+                        cached = Some(w.clone());
+                        w
+                    }
+                };
+                let Some(ours) = table.lookup(pc) else {
+                    mismatches.push(format!("{pc:#x}: no row, gimli {want:?}"));
+                    continue;
+                };
+                let got = apply_row(
+                    &Regs {
+                        pc,
+                        sp: SP0,
+                        bp: BP0,
+                    },
+                    &ours,
+                    &mut Synthetic,
+                );
+                let ok = match (&got, &want) {
+                    (Step::Unsupported, _) => {
+                        counts.unsupported_addresses += 1;
+                        true
+                    }
+                    (_, Err(_)) => {
+                        counts.gimli_cannot += 1;
+                        false
+                    }
+                    (Step::Stop, Ok(None)) => true,
+                    (Step::Caller(c), Ok(Some((wpc, wsp, wbp)))) => {
+                        if signal {
+                            counts.signal_addresses += 1;
+                        }
+                        (c.regs.pc, c.regs.sp, c.regs.bp) == (*wpc, *wsp, *wbp)
+                            && c.pc_is_exact == signal
+                    }
+                    _ => false,
+                };
+                if !ok && mismatches.len() < 20 {
+                    mismatches.push(format!("{pc:#x}: ours {ours:?} → {got:?}, gimli {want:?}"));
+                }
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{name}: mismatches, first: {mismatches:#?}"
+    );
+    counts
+}
+
+/// Prints what a check saw, and asserts what holds for any real file.
+pub fn report(name: &str, table: &Table, counts: &Counts) {
+    let s = table.stats();
+    println!(
+        "{name}: {} addresses checked ({} in gaps, {} in synthesised PLT rows), {} unsupported \
+         ({:.4} %), {} in signal frames; table {} rows ({} unsupported, {} END), {} pages, {} \
+         bytes, {} FDEs ({} overlapping, {} bad, {} outside text), {} PLT sections synthesised",
+        counts.addresses,
+        counts.gap_addresses,
+        counts.plt_addresses,
+        counts.unsupported_addresses,
+        100.0 * counts.unsupported_addresses as f64 / counts.addresses.max(1) as f64,
+        counts.signal_addresses,
+        s.rows,
+        s.unsupported_rows,
+        s.end_rows,
+        s.pages,
+        s.bytes,
+        s.fdes,
+        s.overlapping_fdes,
+        s.bad_fdes,
+        s.outside_text_fdes,
+        s.plt_sections,
+    );
+    assert_eq!(counts.gimli_cannot, 0);
+    assert_eq!(s.bad_fdes, 0, "{name}: no FDE of a real file is malformed");
+    // Real files are overwhelmingly followable; a converter that gave up would fail here.
+    assert!(
+        counts.unsupported_addresses * 1000 < counts.addresses,
+        "{name}: too many unsupported"
+    );
 }
