@@ -315,10 +315,8 @@ pub fn check<'a, S: UnwindSection<EndianSlice<'a, LittleEndian>>>(
         // Gaps since the previous FDE: no unwind information.
         if let Some(p) = prev_end {
             for a in p..*start {
-                if let Some(&plt) = plts.iter().find(|&&(_, b, e)| a >= b && a < e) {
-                    counts.plt_addresses += 1;
-                    check_synthesised_plt(table, a, plt);
-                    continue;
+                if plts.iter().any(|&(_, b, e)| a >= b && a < e) {
+                    continue; // checked below
                 }
                 counts.gap_addresses += 1;
                 let row = table.lookup(a);
@@ -389,6 +387,15 @@ pub fn check<'a, S: UnwindSection<EndianSlice<'a, LittleEndian>>>(
                 if !ok && mismatches.len() < 20 {
                     mismatches.push(format!("{pc:#x}: ours {ours:?} → {got:?}, gimli {want:?}"));
                 }
+            }
+        }
+    }
+    for &plt @ (_, b, e) in plts {
+        for a in b..e {
+            let i = fdes.partition_point(|f| f.0 <= a);
+            if i == 0 || fdes[i - 1].1 <= a {
+                counts.plt_addresses += 1;
+                check_synthesised_plt(table, a, plt);
             }
         }
     }
