@@ -39,6 +39,9 @@ pub(crate) struct Collected {
     pub(crate) source: Option<CfiSource>,
 }
 
+/// A section's address and (decompressed) bytes.
+type SectionBytes<'d> = Option<(u64, Cow<'d, [u8]>)>;
+
 /// An executable `PT_LOAD` range `[begin, end)` (virtual addresses).
 type TextRange = (u64, u64);
 
@@ -62,7 +65,7 @@ pub(crate) fn collect(data: &[u8]) -> Result<Collected, Error> {
         .collect();
 
     let mut out = Collected::default();
-    let section_data = |name: &'static str| -> Result<Option<(u64, Cow<'_, [u8]>)>, Error> {
+    let section_data = |name: &'static str| -> Result<SectionBytes<'_>, Error> {
         match file.section_by_name(name) {
             Some(s) if s.kind() != object::SectionKind::UninitializedData => {
                 let bytes = s.uncompressed_data().map_err(|source| Error::Section {

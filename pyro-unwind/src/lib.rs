@@ -345,7 +345,9 @@ mod tests {
         Row::new(0, CfaType::RspOffset, off, None)
     }
 
-    fn table(spans: &[(u64, u64, &[(u64, Row)])]) -> Table {
+    type Span<'a> = (u64, u64, &'a [(u64, Row)]);
+
+    fn table(spans: &[Span<'_>]) -> Table {
         let mut c = build::Collected::default();
         for &(start, end, rows) in spans {
             let mark = c.rows.len();

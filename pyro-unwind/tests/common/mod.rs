@@ -12,17 +12,17 @@ use pyro_ebpf_common::unwind::{Memory, Regs, Step, apply_row};
 use pyro_unwind::{CfaType, Table};
 
 /// An FDE and its address range, cut where the next FDE starts.
-pub type Fde<'a> = (
+pub(crate) type Fde<'a> = (
     u64,
     u64,
     gimli::FrameDescriptionEntry<EndianSlice<'a, LittleEndian>>,
 );
 
-pub const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
-pub const LIBSTDCXX: &str = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6";
+pub(crate) const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
+pub(crate) const LIBSTDCXX: &str = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6";
 
 /// A file that must exist (installed by `.ci/run`): missing is a failure.
-pub fn fixture(path: &str) -> PathBuf {
+pub(crate) fn fixture(path: &str) -> PathBuf {
     let p = PathBuf::from(path);
     assert!(
         p.exists(),
@@ -32,7 +32,7 @@ pub fn fixture(path: &str) -> PathBuf {
 }
 
 /// The binary over 50 MB: `librustc_driver-*.so` of the toolchain building this test.
-pub fn big_binary() -> PathBuf {
+pub(crate) fn big_binary() -> PathBuf {
     let out = std::process::Command::new("rustc")
         .args(["--print", "sysroot"])
         .output();
@@ -53,18 +53,18 @@ pub fn big_binary() -> PathBuf {
 }
 
 /// Deterministic stand-in for memory: every address reads as a distinct value.
-pub fn mem(addr: u64) -> u64 {
+pub(crate) fn mem(addr: u64) -> u64 {
     let mut z = addr.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
-pub const SP0: u64 = 0x7ffd_0000_1000;
-pub const BP0: u64 = 0x7ffd_0000_8000;
+pub(crate) const SP0: u64 = 0x7ffd_0000_1000;
+pub(crate) const BP0: u64 = 0x7ffd_0000_8000;
 
 /// Register values of the synthetic state: RSP, RBP and RIP as given, the others distinct.
-pub fn reg(r: Register, pc: u64) -> u64 {
+pub(crate) fn reg(r: Register, pc: u64) -> u64 {
     match r {
         X86_64::RSP => SP0,
         X86_64::RBP => BP0,
@@ -76,9 +76,9 @@ pub fn reg(r: Register, pc: u64) -> u64 {
 /// What gimli says the caller's frame is for a row at `pc`, evaluated on the synthetic state:
 /// `Some((pc, sp, bp))`, or `None` when the return address is undefined (outermost frame).
 /// `Err` when gimli itself cannot evaluate it.
-pub type Expected = Result<Option<(u64, u64, u64)>, String>;
+pub(crate) type Expected = Result<Option<(u64, u64, u64)>, String>;
 
-pub fn expected<'a, S: UnwindSection<EndianSlice<'a, LittleEndian>>>(
+pub(crate) fn expected<'a, S: UnwindSection<EndianSlice<'a, LittleEndian>>>(
     section: &S,
     row: &UnwindTableRow<usize>,
     pc: u64,
@@ -123,12 +123,12 @@ pub fn expected<'a, S: UnwindSection<EndianSlice<'a, LittleEndian>>>(
 
 /// GNU ld's CFA expression for `.plt` entries: `DW_OP_breg7 (rsp): 8; DW_OP_breg16 (rip): 0;
 /// DW_OP_lit15; DW_OP_and; DW_OP_lit11; DW_OP_ge; DW_OP_lit3; DW_OP_shl; DW_OP_plus`.
-pub const LD_PLT_EXPRESSION: [u8; 11] = [
+pub(crate) const LD_PLT_EXPRESSION: [u8; 11] = [
     0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22,
 ];
 
 /// Evaluates DWARF expression bytes with gimli on the synthetic state.
-pub fn eval_bytes(bytes: &[u8], pc: u64) -> u64 {
+pub(crate) fn eval_bytes(bytes: &[u8], pc: u64) -> u64 {
     eval(
         gimli::Expression(EndianSlice::new(bytes, LittleEndian)),
         None,
@@ -175,10 +175,10 @@ fn eval(
 /// Every FDE of the file's `.eh_frame`, found through the `.eh_frame_hdr` search table (the
 /// path libgcc takes, not the builder's linear walk), sorted by address and cut where the next
 /// one starts: `(start, end, fde)`.
-pub struct Oracle<'a> {
-    pub eh_frame: EhFrame<EndianSlice<'a, LittleEndian>>,
-    pub bases: BaseAddresses,
-    pub fdes: Vec<(
+pub(crate) struct Oracle<'a> {
+    pub(crate) eh_frame: EhFrame<EndianSlice<'a, LittleEndian>>,
+    pub(crate) bases: BaseAddresses,
+    pub(crate) fdes: Vec<(
         u64,
         u64,
         gimli::FrameDescriptionEntry<EndianSlice<'a, LittleEndian>>,
@@ -186,7 +186,7 @@ pub struct Oracle<'a> {
 }
 
 impl<'a> Oracle<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
         let file = object::File::parse(data).expect("ELF");
         let eh = file.section_by_name(".eh_frame").expect(".eh_frame");
         let hdr = file
@@ -223,7 +223,7 @@ impl<'a> Oracle<'a> {
 }
 
 /// Sorts FDEs by address and cuts each where the next one starts.
-pub fn cut_overlaps(fdes: &mut [Fde<'_>]) {
+pub(crate) fn cut_overlaps(fdes: &mut [Fde<'_>]) {
     fdes.sort_by_key(|f| (f.0, f.1));
     for i in 0..fdes.len().saturating_sub(1) {
         let next = fdes[i + 1].0;
@@ -242,17 +242,17 @@ impl Memory for Synthetic {
 
 /// What one check saw.
 #[derive(Debug, Default)]
-pub struct Counts {
-    pub addresses: u64,
-    pub unsupported_addresses: u64,
-    pub gimli_cannot: u64,
-    pub gap_addresses: u64,
-    pub signal_addresses: u64,
-    pub plt_addresses: u64,
+pub(crate) struct Counts {
+    pub(crate) addresses: u64,
+    pub(crate) unsupported_addresses: u64,
+    pub(crate) gimli_cannot: u64,
+    pub(crate) gap_addresses: u64,
+    pub(crate) signal_addresses: u64,
+    pub(crate) plt_addresses: u64,
 }
 
 /// The PLT sections of a file: `(name, begin, end)`.
-pub fn plt_sections(data: &[u8]) -> Vec<(&'static str, u64, u64)> {
+pub(crate) fn plt_sections(data: &[u8]) -> Vec<(&'static str, u64, u64)> {
     let file = object::File::parse(data).expect("ELF");
     [".plt", ".plt.got", ".plt.sec"]
         .into_iter()
@@ -299,7 +299,7 @@ fn check_synthesised_plt(table: &Table, pc: u64, (name, plt, _): (&str, u64, u64
 
 /// Checks `table` at every address of `fdes` (sorted, cut where the next starts) against
 /// gimli's rows, and every address in the gaps between them.
-pub fn check<'a, S: UnwindSection<EndianSlice<'a, LittleEndian>>>(
+pub(crate) fn check<'a, S: UnwindSection<EndianSlice<'a, LittleEndian>>>(
     name: &str,
     table: &Table,
     section: &S,
@@ -407,7 +407,7 @@ pub fn check<'a, S: UnwindSection<EndianSlice<'a, LittleEndian>>>(
 }
 
 /// Prints what a check saw, and asserts what holds for any real file.
-pub fn report(name: &str, table: &Table, counts: &Counts) {
+pub(crate) fn report(name: &str, table: &Table, counts: &Counts) {
     let s = table.stats();
     println!(
         "{name}: {} addresses checked ({} in gaps, {} in synthesised PLT rows), {} unsupported \
