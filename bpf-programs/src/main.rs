@@ -246,7 +246,7 @@ unsafe fn walk_python(cfg: &PyProcConfig, rec: *mut PySampleRecord) {
             }
         };
         let o = &cfg.offsets;
-        let skip_shims = o.owner_cstack != 0xff;
+        let skip_shims = o.owner_incomplete != 0xff;
         // Before 3.11 the class of a method comes from its first argument (as pyperf).
         let read_args = o.frame_model == FrameModel::FrameObject as u8;
         for _ in 0..MAX_PYTHON_FRAMES {
@@ -263,7 +263,7 @@ unsafe fn walk_python(cfg: &PyProcConfig, rec: *mut PySampleRecord) {
             };
             if skip_shims {
                 let owner = user::<u8>(frame + u64::from(o.frame_owner)).unwrap_or(0);
-                if owner == o.owner_cstack {
+                if owner == o.owner_incomplete {
                     frame = back;
                     continue;
                 }

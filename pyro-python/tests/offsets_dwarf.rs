@@ -7,8 +7,8 @@ mod support;
 use std::collections::HashMap;
 
 use pyro_python::layout::{
-    NONE, OWNER_CSTACK, PyOffsets, STATE_ASCII_BIT, STATE_COMPACT_BIT, STATE_KIND_MASK,
-    STATE_KIND_SHIFT, offsets_for,
+    NONE, OWNER_INCOMPLETE, PyOffsets, STACKREF_TAG_BITS, STATE_ASCII_BIT, STATE_COMPACT_BIT,
+    STATE_KIND_MASK, STATE_KIND_SHIFT, offsets_for,
 };
 use support::dwarf::{self, Layout};
 
@@ -48,10 +48,15 @@ fn from_dwarf(l: &HashMap<String, Layout>, minor: u8, label: &str) -> PyOffsets 
     };
     let old = minor <= 10;
     PyOffsets {
-        runtime_tss_key: if minor <= 11 {
-            get("_PyRuntimeState", &["gilstate", "autoTSSkey"])
-        } else {
-            get("_PyRuntimeState", &["autoTSSkey"])
+        runtime_tss_key: match minor {
+            ..=11 => get("_PyRuntimeState", &["gilstate", "autoTSSkey"]),
+            12..=14 => get("_PyRuntimeState", &["autoTSSkey"]),
+            // 3.15 keeps the bound thread state in the static TLS variable `_Py_tss_gilstate`.
+            _ => {
+                let runtime = l.get("_PyRuntimeState").expect("_PyRuntimeState");
+                assert_eq!(runtime.offset(&["autoTSSkey"]), None, "{label}");
+                NONE
+            }
         },
         runtime_interpreters_head: get("_PyRuntimeState", &["interpreters", "head"]),
         interp_threads_head: if old {
@@ -161,8 +166,24 @@ fn check(label: &str, minor: u8, debug_file: &std::path::Path) {
         "{label}"
     );
     if minor >= 12 {
-        assert_eq!(row.owner_cstack, OWNER_CSTACK);
+        assert_eq!(row.owner_incomplete, OWNER_INCOMPLETE, "{label}");
     }
+    // From 3.14 `f_executable` is a `_PyStackRef` (a union of one `uintptr_t bits`): the
+    // walker clears its tag bits.
+    let executable_is_stackref = l
+        .get("_PyInterpreterFrame")
+        .and_then(|f| f.member_layout("f_executable"))
+        .is_some_and(|r| r.offset(&["bits"]) == Some(0));
+    assert_eq!(
+        row.frame_code_tag_bits,
+        if executable_is_stackref {
+            STACKREF_TAG_BITS
+        } else {
+            0
+        },
+        "{label}: f_executable is{} a _PyStackRef",
+        if executable_is_stackref { "" } else { " not" }
+    );
     eprintln!(
         "CHECKED: 3.{minor} row against {label} ({})",
         debug_file.display()
@@ -221,12 +242,37 @@ fn pyenv_builds_match_dwarf() {
     eprintln!("checked: {checked:?}");
 }
 
+/// Debian sid's 3.13, 3.14 and 3.15 in the root `.ci/python-roots.sh` builds
+/// (`PYRO_PYTHON_ROOT`, default `/tmp/pyro-python-roots/sid`): the debug file of each
+/// `python3.X` executable (which links libpython statically) from `python3.X-dbg`.
 #[test]
-fn table_covers_3_8_to_3_13_only() {
+fn sid_313_to_315_match_dwarf() {
+    for minor in [13, 14, 15] {
+        let Some(py) = support::sid(minor) else {
+            continue;
+        };
+        let root = py.root.clone().expect("a root");
+        let debug = dwarf::debug_file_in(&root, &py.interpreter);
+        let Some(debug) = debug else {
+            assert!(
+                !support::tools_required(),
+                "{}: no debug file in {} and PYRO_REQUIRE_TOOLS=1 (.ci/python-roots.sh installs python3.{minor}-dbg)",
+                py.label,
+                root.display()
+            );
+            eprintln!("SKIPPED: {}: no debug file", py.label);
+            continue;
+        };
+        check(&py.label, minor, &debug);
+    }
+}
+
+#[test]
+fn table_covers_3_8_to_3_15_only() {
     for minor in 0..=20 {
         assert_eq!(
             offsets_for(3, minor).is_some(),
-            (8..=13).contains(&minor),
+            (8..=15).contains(&minor),
             "3.{minor}"
         );
     }
