@@ -42,14 +42,15 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // pyroscope.ebpf: load the BPF program on every CPU and match samples to the targets.
     let config = EbpfConfig {
-        targets: discover()?,
         sample_rate,
         ..EbpfConfig::default()
     };
     let mut collector = Collector::new(&config)?;
+    let targets = discover()?;
+    collector.set_targets(&targets);
     eprintln!(
         "profiling {} processes at {sample_rate} Hz for {duration:?}",
-        config.targets.len()
+        targets.len()
     );
 
     // Drain the kernel's samples every 100 ms; look for new processes every 5 s.

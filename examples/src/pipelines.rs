@@ -24,7 +24,7 @@ use pyro_core::{
 };
 use pyro_discovery::process::{ProcessDiscoverer, ProcessDiscoveryConfig};
 use pyro_discovery::relabel::{Action, RelabelConfig, RelabelDiscoverer, RelabelRules};
-use pyro_ebpf::{Collector, CollectorHandle, EbpfConfig};
+use pyro_ebpf::{Collector, CollectorHandle, EbpfConfig, EbpfMetrics};
 use pyro_enrich::{EnrichConfig, EnrichMetrics, Enricher};
 use pyro_file::FileSink;
 use pyro_receive::{ReceiveMetrics, ServeError, Server, ServerHandle};
@@ -215,12 +215,10 @@ impl EbpfToPyroscope {
         let writer = Arc::new(Writer::new(write, WriteMetrics::register(registry))?);
         let sent = Arc::new(Counting::new(writer.clone()));
         // pyroscope.ebpf, forwarding to the writer; no targets until discovery reports.
-        let config = EbpfConfig {
-            targets: Vec::new(),
-            forward_to: vec![sent.clone()],
-            ..ebpf
-        };
-        let (handle, run) = Collector::builder(config).registry(registry).build()?;
+        let (handle, run) = Collector::builder(ebpf)
+            .forward_to([sent.clone() as DynReceiver])
+            .with_metrics(EbpfMetrics::register(registry))
+            .build()?;
         let collector = tokio::spawn(run);
         // discovery.process → discovery.relabel → the collector's `targets`.
         let targets = discover_processes(discovery, rules)?;
@@ -250,7 +248,7 @@ impl EbpfToPyroscope {
         // collection.
         drop(self.handle);
         let _ = self.collector.await;
-        self.writer.shutdown(timeout).await
+        Writer::shutdown(&self.writer, timeout).await
     }
 }
 
@@ -328,7 +326,7 @@ impl ReceiveEnrichWrite {
         self.feeder.abort();
         let _ = self.feeder.await;
         match self.writer {
-            Some(writer) => writer.shutdown(timeout).await && served,
+            Some(writer) => Writer::shutdown(&writer, timeout).await && served,
             None => served,
         }
     }

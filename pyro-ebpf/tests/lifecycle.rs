@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use prometheus_client::registry::Registry;
 use pyro_core::DynReceiver;
-use pyro_ebpf::{Collector, EbpfConfig};
+use pyro_ebpf::{Collector, EbpfConfig, EbpfMetrics};
 
 /// Open file descriptors of this process that are BPF programs, maps or links.
 fn bpf_fds() -> usize {
@@ -34,7 +34,7 @@ fn loads_attaches_samples_and_detaches_on_drop() {
     }
     let before = bpf_fds();
     let me = std::process::id();
-    let mut collector = Collector::new(&config(vec![pid_target(me, "self")])).unwrap();
+    let mut collector = collector(EbpfConfig::default(), vec![pid_target(me, "self")]);
     assert!(bpf_fds() > before, "no BPF objects open after load");
     // Burn CPU in this process until samples of it arrive.
     let start = Instant::now();
@@ -85,10 +85,11 @@ async fn run_loop_reports_exited_processes_and_follows_target_updates() {
     let before = bpf_fds();
     let (handle, run) = Collector::builder(EbpfConfig {
         collect_interval: Duration::from_secs(4),
-        forward_to: vec![recorder.clone() as DynReceiver],
-        ..config(vec![pid_target(short_pid, "short")])
+        ..EbpfConfig::default()
     })
-    .registry(&mut registry)
+    .targets(vec![pid_target(short_pid, "short")])
+    .forward_to([recorder.clone() as DynReceiver])
+    .with_metrics(EbpfMetrics::register(&mut registry))
     .build()
     .unwrap();
     let task = tokio::spawn(run);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pyro_core::pprof::FoldedStack;
-use pyro_ebpf::{Collector, EbpfConfig};
+use pyro_ebpf::{Collector, EbpfConfig, EbpfMetrics};
 
 /// The three functions, their legacy frame names and their shares by construction.
 const FUNCTIONS: [(&str, &str, f64); 3] = [
@@ -139,16 +139,20 @@ fn check(exe: &Path, label: &str, py_spy: Option<&Path>) {
     let pid = workload.pid();
     let target = vec![pid_target(pid, "python")];
     // 199 Hz: twice the default samples, so the ±5 points hold with margin on a busy machine.
-    let mut with = Collector::new(&EbpfConfig {
-        sample_rate: 199,
-        ..config(target.clone())
-    })
-    .unwrap();
-    let mut without = Collector::new(&EbpfConfig {
-        python_enabled: false,
-        ..config(target)
-    })
-    .unwrap();
+    let mut with = collector(
+        EbpfConfig {
+            sample_rate: 199,
+            ..EbpfConfig::default()
+        },
+        target.clone(),
+    );
+    let mut without = collector(
+        EbpfConfig {
+            python_enabled: false,
+            ..EbpfConfig::default()
+        },
+        target,
+    );
     workload.go();
     let spy_out = dir.path().join("py-spy.txt");
     let spy = py_spy.map(|bin| {
@@ -364,10 +368,11 @@ async fn python_metrics_and_unsupported_versions() {
     let mut registry = Registry::default();
     let (handle, run) = Collector::builder(EbpfConfig {
         collect_interval: Duration::from_secs(2),
-        forward_to: vec![recorder.clone() as DynReceiver],
-        ..config(targets)
+        ..EbpfConfig::default()
     })
-    .registry(&mut registry)
+    .targets(targets)
+    .forward_to([recorder.clone() as DynReceiver])
+    .with_metrics(EbpfMetrics::register(&mut registry))
     .build()
     .unwrap();
     let task = tokio::spawn(run);

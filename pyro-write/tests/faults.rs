@@ -371,7 +371,7 @@ async fn waiting_for_delivery_still_does_not_delay_the_healthy_endpoint() {
     let append = tokio::spawn(async move { w2.append(profile("svc", "p")).await });
     healthy.wait_for(1, Duration::from_secs(10)).await;
     assert!(!append.is_finished(), "append waits for the dead endpoint");
-    assert!(!w.shutdown(Duration::from_millis(100)).await);
+    assert!(!Writer::shutdown(&w, Duration::from_millis(100)).await);
     let err = append.await.unwrap().unwrap_err();
     assert!(matches!(err, AppendError::Shutdown), "{err}");
 }
