@@ -584,3 +584,87 @@ fn python_threads_have_their_own_stacks() {
         );
     }
 }
+
+/// `run_time_ns` and `run_cnt` summed over the BPF programs this process holds
+/// (`/proc/self/fdinfo`, with `kernel.bpf_stats_enabled` on).
+fn bpf_run_time() -> (u64, u64) {
+    let (mut ns, mut cnt) = (0, 0);
+    for e in std::fs::read_dir("/proc/self/fdinfo")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for line in text.lines() {
+            let field = |name: &str| -> Option<u64> {
+                line.strip_prefix(name).and_then(|v| v.trim().parse().ok())
+            };
+            if let Some(v) = field("run_time_ns:") {
+                ns += v;
+            }
+            if let Some(v) = field("run_cnt:") {
+                cnt += v;
+            }
+        }
+    }
+    (ns, cnt)
+}
+
+/// The in-kernel cost of the Python walker per version (`BENCHMARKS.md`, "Python walker in the
+/// kernel per CPython version"): `work.py` (one busy thread, 4 Python frames) profiled at 97 Hz
+/// for 10 s with `python_enabled` off, on, off, on; per run the program's `run_time_ns` and
+/// `run_cnt` (`kernel.bpf_stats_enabled=1`) and the kernel's own counters of native and Python
+/// samples. A figure, not an assertion: run with `--ignored --nocapture` as root.
+#[test]
+#[ignore = "a measurement for BENCHMARKS.md, not a check"]
+fn python_walker_kernel_cost() {
+    let _serial = serial();
+    if !bpf() {
+        return;
+    }
+    let stats = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(stats).unwrap_or_default();
+    std::fs::write(stats, "1").expect("enable kernel.bpf_stats_enabled");
+    let mut pythons: Vec<Py> = python(
+        PathBuf::from("/usr/bin/python3.11"),
+        "apt-get install python3.11",
+    )
+    .map(|exe| Py::host(exe, "debian-3.11"))
+    .into_iter()
+    .collect();
+    pythons.extend([13, 14, 15].into_iter().filter_map(sid));
+    for py in &pythons {
+        for enabled in [false, true, false, true] {
+            let mut workload = Workload::spawn_cmd(py.command("work.py").arg("10").arg(PHASE_MS));
+            let pid = workload.pid();
+            let mut c = collector(
+                EbpfConfig {
+                    python_enabled: enabled,
+                    ..EbpfConfig::default()
+                },
+                vec![pid_target(pid, "python")],
+            );
+            let k0 = c.kernel_counters();
+            let (ns0, cnt0) = bpf_run_time();
+            workload.go();
+            while !workload.exited() {
+                c.poll();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let (ns1, cnt1) = bpf_run_time();
+            let k1 = c.kernel_counters();
+            c.collect();
+            workload.wait();
+            let (ns, runs) = (ns1 - ns0, (cnt1 - cnt0).max(1));
+            let py_samples = k1.python_samples - k0.python_samples;
+            let sent = k1.sent - k0.sent;
+            eprintln!(
+                "BENCH {} python_enabled={enabled}: {runs} runs, {sent} samples sent ({py_samples} with a Python walk), {:.1} ms in the program, {:.0} ns/run",
+                py.label,
+                ns as f64 / 1e6,
+                ns as f64 / runs as f64
+            );
+        }
+    }
+    let _ = std::fs::write(stats, before.trim());
+}

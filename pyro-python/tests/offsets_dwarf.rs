@@ -292,5 +292,64 @@ fn layout_module_uses_core_only() {
             "pyro-ebpf-common/src/python.rs uses {banned}"
         );
     }
-    assert_eq!(pyro_python::PyProcConfig::SIZE, 104);
+    assert_eq!(pyro_python::PyProcConfig::SIZE, 112);
+}
+
+/// 3.15 keeps the bound thread state in `_Py_tss_gilstate` (static TLS): the offset from the
+/// thread pointer that detection decodes from `PyGILState_GetThisThreadState` equals the one the
+/// debug file's symbol table gives (x86_64 TLS variant II: the executable's block ends at the
+/// thread pointer, so the offset is `st_value - roundup(PT_TLS.p_memsz, p_align)`).
+#[test]
+fn sid_315_tls_offset_matches_symtab() {
+    use object::{Object, ObjectSection, ObjectSymbol, read::elf::ProgramHeader};
+
+    let Some(py) = support::sid(15) else {
+        return;
+    };
+    let root = py.root.clone().expect("a root");
+    let exe_data = std::fs::read(&py.interpreter).expect("read python3.15");
+    let exe = object::read::elf::ElfFile64::<object::LittleEndian>::parse(&*exe_data)
+        .expect("parse python3.15");
+    let func = exe
+        .dynamic_symbols()
+        .find(|s| s.name() == Ok("PyGILState_GetThisThreadState"))
+        .expect("PyGILState_GetThisThreadState is exported");
+    let text = exe
+        .sections()
+        .find(|s| (s.address()..s.address() + s.size()).contains(&func.address()))
+        .expect("its section");
+    let code = &text.data().expect("section data")[(func.address() - text.address()) as usize..];
+    let decoded = match pyro_python::detect::decode_tls_load(&code[..32]) {
+        Some(pyro_python::detect::TlsLoad::ThreadPointer(off)) => i64::from(off),
+        other => panic!("{}: unexpected TLS load {other:?}", py.label),
+    };
+    let endian = object::LittleEndian;
+    let tls = exe
+        .elf_program_headers()
+        .iter()
+        .find(|p| p.p_type(endian) == object::elf::PT_TLS)
+        .expect("a PT_TLS segment");
+    let (memsz, align) = (tls.p_memsz(endian), tls.p_align(endian).max(1));
+    let block = memsz.div_ceil(align) * align;
+    let Some(debug) = dwarf::debug_file_in(&root, &py.interpreter) else {
+        assert!(!support::tools_required(), "{}: no debug file", py.label);
+        return;
+    };
+    let debug_data = std::fs::read(&debug).expect("read the debug file");
+    let debug_elf = object::File::parse(&*debug_data).expect("parse the debug file");
+    let sym = debug_elf
+        .symbols()
+        .find(|s| s.name() == Ok("_Py_tss_gilstate"))
+        .expect("_Py_tss_gilstate in the debug symtab");
+    assert_eq!(sym.kind(), object::SymbolKind::Tls);
+    let want = sym.address() as i64 - block as i64;
+    assert_eq!(
+        decoded, want,
+        "{}: decoded {decoded}, symtab {want}",
+        py.label
+    );
+    eprintln!(
+        "CHECKED: {} _Py_tss_gilstate at thread pointer {decoded}",
+        py.label
+    );
 }

@@ -259,7 +259,7 @@ fn check_fsbase(py: &Python) {
         assert_eq!(tstate, t.tstate, "{}: thread {:#x}", py.label, t.thread_id);
     }
     eprintln!(
-        "{}: fsbase -> pthread key -> PyThreadState for {} threads",
+        "{}: fsbase -> pthread key or static TLS -> PyThreadState for {} threads",
         py.label,
         threads.len()
     );
