@@ -353,3 +353,156 @@ fn sid_315_tls_offset_matches_symtab() {
         py.label
     );
 }
+
+/// 3.13+ carry their own offsets: `_PyRuntime` starts with `_Py_DebugOffsets`, filled in at
+/// build time with `offsetof` of the members remote debuggers read (the `.PyRuntime` section of
+/// the executable holds them as initialised data). Every table field that has a counterpart
+/// there equals CPython's own value: a second reference besides the DWARF of the structs.
+#[test]
+fn sid_313_to_315_match_py_debug_offsets() {
+    use object::{Object, ObjectSection, ObjectSymbol};
+
+    for minor in [13, 14, 15] {
+        let Some(py) = support::sid(minor) else {
+            continue;
+        };
+        let root = py.root.clone().expect("a root");
+        let Some(debug) = dwarf::debug_file_in(&root, &py.interpreter) else {
+            assert!(!support::tools_required(), "{}: no debug file", py.label);
+            continue;
+        };
+        let layouts = dwarf::layouts(&debug, &["_Py_DebugOffsets"]);
+        let layout = layouts
+            .get("_Py_DebugOffsets")
+            .unwrap_or_else(|| panic!("{}: no _Py_DebugOffsets in DWARF", py.label));
+        let data = std::fs::read(&py.interpreter).expect("read the executable");
+        let exe = object::File::parse(&*data).expect("parse the executable");
+        let runtime = exe
+            .dynamic_symbols()
+            .find(|s| s.name() == Ok("_PyRuntime"))
+            .expect("_PyRuntime is exported")
+            .address();
+        let section = exe
+            .sections()
+            .find(|s| (s.address()..s.address() + s.size()).contains(&runtime))
+            .expect("the section of _PyRuntime");
+        let bytes = section.data().expect("initialised data");
+        let base = (runtime - section.address()) as usize;
+        assert_eq!(&bytes[base..base + 8], b"xdebugpy", "{}: cookie", py.label);
+        let value = |path: &[&str]| -> u16 {
+            let off = layout
+                .offset(path)
+                .unwrap_or_else(|| panic!("{}: no _Py_DebugOffsets.{}", py.label, path.join(".")))
+                as usize;
+            let v = u64::from_le_bytes(bytes[base + off..base + off + 8].try_into().unwrap());
+            u16::try_from(v).expect("an offset")
+        };
+        let row = offsets_for(3, minor).expect("row");
+        let pairs: [(&str, u16, &[&str]); 22] = [
+            (
+                "runtime_interpreters_head",
+                row.runtime_interpreters_head,
+                &["runtime_state", "interpreters_head"],
+            ),
+            (
+                "interp_threads_head",
+                row.interp_threads_head,
+                &["interpreter_state", "threads_head"],
+            ),
+            ("tstate_next", row.tstate_next, &["thread_state", "next"]),
+            (
+                "tstate_thread_id",
+                row.tstate_thread_id,
+                &["thread_state", "thread_id"],
+            ),
+            (
+                "tstate_native_thread_id",
+                row.tstate_native_thread_id,
+                &["thread_state", "native_thread_id"],
+            ),
+            (
+                "tstate_frame",
+                row.tstate_frame,
+                &["thread_state", "current_frame"],
+            ),
+            (
+                "frame_back",
+                row.frame_back,
+                &["interpreter_frame", "previous"],
+            ),
+            (
+                "frame_code",
+                row.frame_code,
+                &["interpreter_frame", "executable"],
+            ),
+            (
+                "frame_owner",
+                row.frame_owner,
+                &["interpreter_frame", "owner"],
+            ),
+            (
+                "frame_localsplus",
+                row.frame_localsplus,
+                &["interpreter_frame", "localsplus"],
+            ),
+            (
+                "code_filename",
+                row.code_filename,
+                &["code_object", "filename"],
+            ),
+            ("code_name", row.code_name, &["code_object", "name"]),
+            (
+                "code_qualname",
+                row.code_qualname,
+                &["code_object", "qualname"],
+            ),
+            (
+                "code_firstlineno",
+                row.code_firstlineno,
+                &["code_object", "firstlineno"],
+            ),
+            (
+                "code_argcount",
+                row.code_argcount,
+                &["code_object", "argcount"],
+            ),
+            (
+                "code_varnames",
+                row.code_varnames,
+                &["code_object", "localsplusnames"],
+            ),
+            ("object_type", row.object_type, &["pyobject", "ob_type"]),
+            ("type_name", row.type_name, &["type_object", "tp_name"]),
+            ("tuple_items", row.tuple_items, &["tuple_object", "ob_item"]),
+            (
+                "unicode_state",
+                row.unicode_state,
+                &["unicode_object", "state"],
+            ),
+            (
+                "unicode_length",
+                row.unicode_length,
+                &["unicode_object", "length"],
+            ),
+            (
+                "unicode_ascii_data",
+                row.unicode_ascii_data,
+                &["unicode_object", "asciiobject_size"],
+            ),
+        ];
+        for (field, ours, path) in pairs {
+            assert_eq!(
+                ours,
+                value(path),
+                "{}: {field} differs from _Py_DebugOffsets.{}",
+                py.label,
+                path.join(".")
+            );
+        }
+        eprintln!(
+            "CHECKED: 3.{minor} row against {}'s _Py_DebugOffsets ({} fields)",
+            py.label,
+            pairs.len()
+        );
+    }
+}
