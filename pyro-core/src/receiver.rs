@@ -36,12 +36,13 @@ impl AppendErrorKind {
     }
 
     /// The Connect protocol code for this kind (`invalid_argument`, `unavailable`, …).
-    pub fn connect_code(self) -> &'static str {
+    pub fn connect_code(self) -> crate::ConnectCode {
+        use crate::ConnectCode;
         match self {
-            Self::InvalidInput => "invalid_argument",
-            Self::Unavailable | Self::Shutdown => "unavailable",
-            Self::ResourceExhausted => "resource_exhausted",
-            Self::Internal => "internal",
+            Self::InvalidInput => ConnectCode::InvalidArgument,
+            Self::Unavailable | Self::Shutdown => ConnectCode::Unavailable,
+            Self::ResourceExhausted => ConnectCode::ResourceExhausted,
+            Self::Internal => ConnectCode::Internal,
         }
     }
 }

@@ -2,22 +2,26 @@
 //! endpoint, each drained by its own worker that retries on its own.
 
 use std::fmt;
+use std::future::Future;
 use std::hash::{BuildHasher as _, Hasher as _};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use pyro_core::{AppendError, Labels, Profile, Receiver, Sink, SinkError, async_trait};
+use pyro_core::{
+    AppendError, Labels, LifecycleError, Profile, Receiver, Sink, SinkError, SinkErrorKind,
+    async_trait,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::config::{AppendMode, FullPolicy, QueueConfig, RetryPolicy, WriterConfig};
 use crate::endpoint::PushSink;
-use crate::error::{ConfigError, ConnectCode, DeliveryError, DropReason, PushError};
+use crate::error::{ConfigError, DeliveryError, DropReason};
 use crate::metrics::{DropLabels, EndpointLabel, LatencyLabels, WriteMetrics};
 
 /// A destination for a [`Writer`]: a [`Sink`] with the retry and queue settings for it.
@@ -77,18 +81,21 @@ pub struct EndpointStats {
 /// `data_loss`; `resource_exhausted`/429 only with `retry_on_http_429`, never sooner than the
 /// server's `Retry-After`. Validation errors (400 and other 4xx) are never retried.
 ///
-/// **Shutdown.** [`Writer::shutdown`] refuses new profiles and flushes what is queued, within a
-/// timeout; what is left then is dropped and counted (`reason="shutdown"`). Dropping the writer
-/// without calling it lets the workers finish delivering in the background.
-///
-/// The writer needs a tokio runtime (its workers are tokio tasks).
+/// **Lifecycle** (the one every pyro stage follows, see [`pyro_core::lifecycle`]):
+/// [`Writer::builder`] gives the writer and the future that runs its endpoint workers, for the
+/// host to spawn on a tokio runtime ([`WriterBuilder::spawn`] does that on the current one).
+/// [`Receiver::flush`] waits until every queue is empty; [`Receiver::shutdown`] refuses new
+/// profiles and delivers what is queued until the deadline; what is left then is dropped and
+/// counted (`reason="shutdown"`). Dropping the writer without calling it lets the workers
+/// finish delivering in the background.
 pub struct Writer {
     external_labels: Vec<(String, String)>,
     endpoints: Vec<EndpointQueue>,
     mode: AppendMode,
     closed: AtomicBool,
     shutdown: watch::Sender<Option<tokio::time::Instant>>,
-    workers: Mutex<Vec<JoinHandle<bool>>>,
+    /// `Some(clean)` once every worker has finished.
+    done: watch::Receiver<Option<bool>>,
     check_profiles: bool,
     metrics: WriteMetrics,
 }
@@ -356,12 +363,10 @@ impl Backoff {
 
 /// Whether the writer retries this failure under `policy`.
 fn should_retry(e: &SinkError, policy: &RetryPolicy) -> bool {
-    if !e.retryable {
-        return false;
-    }
-    match e.source.downcast_ref::<PushError>() {
-        Some(pe) if pe.code() == ConnectCode::ResourceExhausted => policy.retry_on_http_429,
-        _ => true,
+    match e.kind {
+        SinkErrorKind::Retryable { .. } => true,
+        SinkErrorKind::RateLimited { .. } => policy.retry_on_http_429,
+        _ => false,
     }
 }
 
@@ -387,7 +392,7 @@ async fn deliver(shared: Arc<EndpointShared>, item: Item, _slot: OwnedSemaphoreP
             }
             Err(e) => {
                 let retry = should_retry(&e, &shared.retry);
-                if retry && let Some(delay) = backoff.next_delay(e.retry_after) {
+                if retry && let Some(delay) = backoff.next_delay(e.retry_after()) {
                     shared.retries.inc();
                     tracing::debug!(
                         endpoint = %shared.name, attempts, ?delay, error = %e,
@@ -485,20 +490,73 @@ async fn work(
     in_time
 }
 
-impl Writer {
-    /// A writer for `config`'s endpoints (one [`PushSink`] each). Must be called inside a tokio
-    /// runtime.
-    pub fn new(config: WriterConfig, metrics: WriteMetrics) -> Result<Self, ConfigError> {
-        Self::with_sinks(config, Vec::new(), metrics)
+/// Builds a [`Writer`]: see [`Writer::builder`].
+#[derive(Debug)]
+pub struct WriterBuilder {
+    config: WriterConfig,
+    sinks: Vec<SinkSpec>,
+    metrics: WriteMetrics,
+}
+
+impl WriterBuilder {
+    /// Adds sinks besides `config`'s endpoints (a custom transport, a test double), each with
+    /// its own queue and retry policy.
+    #[must_use]
+    pub fn sinks(mut self, sinks: Vec<SinkSpec>) -> Self {
+        self.sinks.extend(sinks);
+        self
     }
 
-    /// A writer for `config`'s endpoints plus any other sinks (a custom transport, a test
-    /// double), each with its own queue and retry policy. Must be called inside a tokio runtime.
-    pub fn with_sinks(
+    /// Attaches the writer's metrics (see [`WriteMetrics::register`]).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: WriteMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Checks the config and returns the writer (a cloneable handle that is the pipeline's
+    /// [`Receiver`]) and the future that runs its endpoint workers; spawn it on a tokio runtime.
+    /// Needs no runtime itself.
+    pub fn build(
+        self,
+    ) -> Result<(Arc<Writer>, impl Future<Output = ()> + Send + 'static), ConfigError> {
+        let (writer, workers, done) = Writer::assemble(self.config, self.sinks, self.metrics)?;
+        let run = async move {
+            let results = join_all(workers).await;
+            let _ = done.send(Some(results.into_iter().all(|clean| clean)));
+        };
+        Ok((Arc::new(writer), run))
+    }
+
+    /// [`build`](Self::build), then spawns the workers on the current tokio runtime.
+    pub fn spawn(self) -> Result<Arc<Writer>, ConfigError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let (writer, run) = self.build()?;
+        runtime.spawn(run);
+        Ok(writer)
+    }
+}
+
+/// The stage's name in lifecycle errors.
+const STAGE: &str = "pyroscope.write";
+
+type Workers = Vec<std::pin::Pin<Box<dyn Future<Output = bool> + Send>>>;
+
+impl Writer {
+    /// A builder for a writer to `config`'s endpoints (one [`PushSink`] each).
+    pub fn builder(config: WriterConfig) -> WriterBuilder {
+        WriterBuilder {
+            config,
+            sinks: Vec::new(),
+            metrics: WriteMetrics::default(),
+        }
+    }
+
+    fn assemble(
         config: WriterConfig,
         extra_sinks: Vec<SinkSpec>,
         metrics: WriteMetrics,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<(Self, Workers, watch::Sender<Option<bool>>), ConfigError> {
         let mut sinks = config
             .endpoints
             .iter()
@@ -513,7 +571,6 @@ impl Writer {
         sinks.extend(extra_sinks);
         let external_labels = config.external_labels;
         let mode = config.append_mode;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         for (name, value) in &external_labels {
             let probe = Labels::from_iter([("__name__", "probe"), (name.as_str(), value.as_str())]);
             if let Err(source) = probe.validate() {
@@ -525,7 +582,7 @@ impl Writer {
         }
         let (shutdown, _) = watch::channel(None);
         let mut endpoints = Vec::with_capacity(sinks.len());
-        let mut workers = Vec::with_capacity(sinks.len());
+        let mut workers: Workers = Vec::with_capacity(sinks.len());
         for spec in sinks {
             let name = spec.sink.name().to_owned();
             let q = spec.queue;
@@ -577,7 +634,7 @@ impl Writer {
                 metrics: metrics.clone(),
             });
             let (tx, rx) = mpsc::unbounded_channel();
-            workers.push(runtime.spawn(work(
+            workers.push(Box::pin(work(
                 shared.clone(),
                 rx,
                 q.concurrency,
@@ -591,16 +648,18 @@ impl Writer {
                 tx,
             });
         }
-        Ok(Self {
+        let (done_tx, done) = watch::channel(None);
+        let writer = Self {
             external_labels: external_labels.into_iter().collect(),
             endpoints,
             mode,
             closed: AtomicBool::new(false),
             shutdown,
-            workers: Mutex::new(workers),
+            done,
             check_profiles: config.check_profiles,
             metrics,
-        })
+        };
+        Ok((writer, workers, done_tx))
     }
 
     /// Counts a profile refused before any endpoint.
@@ -632,27 +691,57 @@ impl Writer {
         self.endpoints.iter().map(EndpointQueue::stats).collect()
     }
 
-    /// Refuses new profiles, then delivers what is queued, waiting at most `timeout`. Returns
-    /// `true` when everything queued was delivered or given up on in time; what is still held at
-    /// the timeout is dropped (counted with `reason="shutdown"`). Calling it again returns at once.
-    pub async fn shutdown(&self, timeout: Duration) -> bool {
-        self.closed.store(true, Ordering::Release);
-        let deadline = tokio::time::Instant::now() + timeout;
-        self.shutdown.send_replace(Some(deadline));
-        let workers =
-            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut clean = true;
-        for w in workers {
-            // Workers stop by the deadline on their own; the join error of a panicked worker
-            // counts as unclean.
-            clean &= w.await.unwrap_or(false);
-        }
-        clean
+    /// Profiles held by every endpoint's queue (queued or in flight).
+    fn held(&self) -> usize {
+        self.endpoints
+            .iter()
+            .map(|e| e.shared.held_profiles.load(Ordering::Acquire))
+            .sum()
     }
 }
 
 #[async_trait]
 impl Receiver for Writer {
+    /// Waits until every endpoint has delivered (or given up on) what it holds.
+    async fn flush(&self, deadline: Instant) -> Result<(), LifecycleError> {
+        let drained = async {
+            while self.held() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout_at(deadline.into(), drained)
+            .await
+            .map_err(|_| LifecycleError::DeadlineExceeded {
+                stage: STAGE.into(),
+                pending: self.held(),
+            })
+    }
+
+    /// Refuses new profiles, then delivers what is queued until `deadline`; what is still held
+    /// then is dropped (counted with `reason="shutdown"`). Calling it again returns at once.
+    async fn shutdown(&self, deadline: Instant) -> Result<(), LifecycleError> {
+        self.closed.store(true, Ordering::Release);
+        self.shutdown
+            .send_if_modified(|d| d.replace(d.unwrap_or(deadline.into())).is_none());
+        let mut done = self.done.clone();
+        // The workers stop by the deadline on their own; a little grace lets them count the
+        // drops before this returns.
+        let grace = tokio::time::Instant::from(deadline) + Duration::from_millis(200);
+        let clean = tokio::time::timeout_at(grace, done.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(|r| r.ok().and_then(|v| *v))
+            .unwrap_or(false);
+        if clean {
+            Ok(())
+        } else {
+            Err(LifecycleError::DeadlineExceeded {
+                stage: STAGE.into(),
+                pending: self.held(),
+            })
+        }
+    }
+
     async fn append(&self, mut profile: Profile) -> Result<(), AppendError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(AppendError::Shutdown);
@@ -746,18 +835,14 @@ mod tests {
     #[test]
     fn retry_classification() {
         let status = |code, status| {
-            let e = PushError::Status {
+            let e = crate::PushError::Status {
                 endpoint: "e".into(),
                 status,
                 code,
                 message: String::new(),
                 retry_after: None,
             };
-            if e.is_retryable() {
-                SinkError::retryable("e", e)
-            } else {
-                SinkError::permanent("e", e)
-            }
+            SinkError::new("e", crate::endpoint::sink_error_kind(&e), e)
         };
         let p = RetryPolicy::default();
         let p429 = RetryPolicy {
@@ -765,21 +850,24 @@ mod tests {
             ..p
         };
         assert!(!should_retry(
-            &status(ConnectCode::InvalidArgument, 400),
-            &p
-        ));
-        assert!(should_retry(&status(ConnectCode::Unavailable, 503), &p));
-        assert!(should_retry(&status(ConnectCode::Unknown, 500), &p));
-        assert!(!should_retry(
-            &status(ConnectCode::ResourceExhausted, 429),
+            &status(crate::ConnectCode::InvalidArgument, 400),
             &p
         ));
         assert!(should_retry(
-            &status(ConnectCode::ResourceExhausted, 429),
+            &status(crate::ConnectCode::Unavailable, 503),
+            &p
+        ));
+        assert!(should_retry(&status(crate::ConnectCode::Unknown, 500), &p));
+        assert!(!should_retry(
+            &status(crate::ConnectCode::ResourceExhausted, 429),
+            &p
+        ));
+        assert!(should_retry(
+            &status(crate::ConnectCode::ResourceExhausted, 429),
             &p429
         ));
         assert!(!should_retry(
-            &status(ConnectCode::Unauthenticated, 401),
+            &status(crate::ConnectCode::Unauthenticated, 401),
             &p429
         ));
         // A sink that is not a PushSink: its own flag decides.
