@@ -34,8 +34,12 @@ pub struct ProcStat {
 /// Start time and kernel-thread flag of `pid`; `None` when the process is gone (or its `stat`
 /// cannot be read or parsed).
 pub fn stat(root: impl AsRef<Path>, pid: u32) -> Option<ProcStat> {
-    let bytes = std::fs::read(pid_path(root.as_ref(), pid, "stat")).ok()?;
-    let stat = procfs::process::Stat::from_read(&bytes[..]).ok()?;
+    parse_stat(&std::fs::read(pid_path(root.as_ref(), pid, "stat")).ok()?)
+}
+
+/// [`stat`] of a `/proc/PID/stat` text already read; `None` when it does not parse.
+pub fn parse_stat(text: &[u8]) -> Option<ProcStat> {
+    let stat = procfs::process::Stat::from_read(text).ok()?;
     Some(ProcStat {
         start_time: stat.starttime,
         kernel_thread: stat.flags & PF_KTHREAD != 0,
@@ -54,6 +58,24 @@ pub fn comm(root: impl AsRef<Path>, pid: u32) -> Option<String> {
 /// The text of `/proc/PID/cgroup` (for [`crate::cgroup::container_id_from_cgroup`]).
 pub fn cgroup(root: impl AsRef<Path>, pid: u32) -> io::Result<String> {
     std::fs::read_to_string(pid_path(root.as_ref(), pid, "cgroup"))
+}
+
+/// The real user id of `pid` (`Uid:` of `/proc/PID/status`).
+pub fn uid(root: impl AsRef<Path>, pid: u32) -> io::Result<u32> {
+    let bytes = std::fs::read(pid_path(root.as_ref(), pid, "status"))?;
+    procfs::process::Status::from_read(&bytes[..])
+        .map(|s| s.ruid)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// The command line of `pid`: its arguments (empty ones left out).
+pub fn cmdline(root: impl AsRef<Path>, pid: u32) -> io::Result<Vec<String>> {
+    let raw = std::fs::read(pid_path(root.as_ref(), pid, "cmdline"))?;
+    Ok(raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect())
 }
 
 /// One executable mapping of a process (a line of `/proc/PID/maps` with `x` permission).
@@ -132,6 +154,11 @@ fn pid_path(root: &Path, pid: u32, file: &str) -> PathBuf {
 mod tests {
     use super::*;
 
+    unsafe extern "C" {
+        #[link_name = "getuid"]
+        fn libc_getuid() -> u32;
+    }
+
     #[test]
     fn parses_exec_lines_only_with_deleted_and_pseudo_paths() {
         let text = b"\
@@ -152,12 +179,29 @@ mod tests {
     }
 
     #[test]
+    fn stat_with_a_comm_holding_spaces_and_parentheses() {
+        let line = b"42 (a (weird) name) S 1 42 42 0 -1 2097216 0 0 0 0 0 0 0 0 20 0 1 0 12345 \
+            10000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        assert_eq!(
+            parse_stat(line),
+            Some(ProcStat {
+                start_time: 12345,
+                kernel_thread: true
+            })
+        );
+        assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
     fn reads_this_process() {
         let me = std::process::id();
         let s = stat("/proc", me).unwrap();
         assert!(!s.kernel_thread && s.start_time > 0);
         assert!(comm("/proc", me).is_some());
         assert!(cgroup("/proc", me).is_ok());
+        // SAFETY: getuid has no preconditions.
+        assert_eq!(uid("/proc", me).unwrap(), unsafe { libc_getuid() });
+        assert!(!cmdline("/proc", me).unwrap().is_empty());
         assert!(stat("/proc", u32::MAX).is_none());
         // Kernel threads carry PF_KTHREAD (kthreadd is pid 2 on Linux).
         if let Some(k) = stat("/proc", 2) {

@@ -236,38 +236,26 @@ fn read_process(
         labels.push((LABEL_CWD, link("cwd")?));
     }
     if config.commandline {
-        let raw = std::fs::read(dir.join("cmdline"))
+        let args = pyro_core::proc::cmdline(proc_path, pid)
             .inspect_err(|e| log_failure(pid, "cmdline", e))
             .ok()?;
-        let args: Vec<_> = raw
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(String::from_utf8_lossy)
-            .collect();
         labels.push((LABEL_COMMANDLINE, args.join(" ")));
     }
     if config.username || config.uid {
-        match std::fs::read_to_string(dir.join("status")) {
-            Ok(status) => {
-                let uid = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|v| v.split_whitespace().next())
-                    .and_then(|v| v.parse::<u32>().ok());
-                if let Some(uid) = uid {
-                    if config.uid {
-                        labels.push((LABEL_UID, uid.to_string()));
-                    }
-                    if let Some(name) = users.and_then(|u| u.get(&uid)) {
-                        labels.push((LABEL_USERNAME, name.clone()));
-                    }
+        match pyro_core::proc::uid(proc_path, pid) {
+            Ok(uid) => {
+                if config.uid {
+                    labels.push((LABEL_UID, uid.to_string()));
+                }
+                if let Some(name) = users.and_then(|u| u.get(&uid)) {
+                    labels.push((LABEL_USERNAME, name.clone()));
                 }
             }
             Err(e) => log_failure(pid, "status", &e),
         }
     }
     if config.container_id || config.cgroup_path {
-        let file = std::fs::read_to_string(dir.join("cgroup"))
+        let file = pyro_core::proc::cgroup(proc_path, pid)
             .inspect_err(|e| log_failure(pid, "cgroup", e))
             .ok()?;
         if config.container_id
