@@ -177,3 +177,56 @@ pub async fn stop_and_report(
     };
     eprintln!("done: {} {destination}{note}", summary());
 }
+
+/// A directory output that prints the path of every file it writes to stdout (one line per
+/// profile: the `.pb.gz`, then the `.svg` when there is one) and counts the profiles. The
+/// directory is created with the first profile, so a run that fails before profiling leaves
+/// nothing behind.
+#[derive(Debug)]
+pub struct PrintWritten {
+    dir: std::path::PathBuf,
+    sink: std::sync::OnceLock<pyro_file::FileSink>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl PrintWritten {
+    /// Writes into `dir`.
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            sink: std::sync::OnceLock::new(),
+            count: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Profiles written so far.
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn sink(&self) -> Result<&pyro_file::FileSink, pyro_core::AppendError> {
+        if let Some(sink) = self.sink.get() {
+            return Ok(sink);
+        }
+        let sink = pyro_file::FileSink::new(&self.dir).map_err(pyro_core::AppendError::internal)?;
+        Ok(self.sink.get_or_init(|| sink))
+    }
+}
+
+#[pyro_core::async_trait]
+impl pyro_core::Receiver for PrintWritten {
+    async fn append(&self, profile: pyro_core::Profile) -> Result<(), pyro_core::AppendError> {
+        use pyro_core::Sink as _;
+        let sink = self.sink()?;
+        let written = sink.write(&profile).map_err(|e| {
+            pyro_core::AppendError::from(pyro_core::SinkError::retryable(sink.name(), e))
+        })?;
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match written.svg {
+            Some(svg) => println!("{} {}", written.pprof.display(), svg.display()),
+            None => println!("{}", written.pprof.display()),
+        }
+        Ok(())
+    }
+}

@@ -165,20 +165,9 @@ pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -
 
 /// Whether an SDK package is installed (`probe` ran successfully). When it is not, the test is
 /// skipped with a message, or fails under `PYRO_REQUIRE_TOOLS=1` (set by CI).
+/// Whether an SDK probe succeeded (see [`pyro_testkit::sdk::installed`]).
 pub fn sdk_installed(what: &str, probe: &std::process::Output, install: &str) -> bool {
-    if probe.status.success() {
-        return true;
-    }
-    let required = std::env::var("PYRO_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{what} is not installed and PYRO_REQUIRE_TOOLS=1; install it with `{install}`\n{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    eprintln!(
-        "SKIPPED: {what} is not installed (`{install}`); set PYRO_REQUIRE_TOOLS=1 to make this fail"
-    );
-    false
+    pyro_testkit::sdk::installed(what, probe, install)
 }
 
 /// Waits (10 s) for a profile of `service` whose stacks contain `function`, the busy function of
