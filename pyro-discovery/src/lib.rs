@@ -43,6 +43,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod process;
 pub mod relabel;
 
