@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use bollard::models::{ContainerSummary, EndpointSettings, Network, PortSummaryTypeEnum};
 use pyro_core::{Labels, Target};
 
+pub(crate) use crate::label_name::sanitize as sanitize_label_name;
+
 const CONTAINER_ID: &str = "__meta_docker_container_id";
 const CONTAINER_NAME: &str = "__meta_docker_container_name";
 const CONTAINER_IMAGE: &str = "__meta_docker_container_image";
@@ -26,19 +28,6 @@ pub(crate) struct TargetRules {
     pub(crate) port: u16,
     pub(crate) host_networking_host: String,
     pub(crate) match_first_network: bool,
-}
-
-/// Prometheus's `strutil.SanitizeLabelName`: every character outside `[a-zA-Z0-9_]` becomes `_`.
-pub(crate) fn sanitize_label_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// `__meta_docker_network_*` labels of each network, by network id.
