@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -17,7 +18,7 @@ use prometheus_client::registry::Registry;
 use pyro_core::{Discoverer, Target, TargetStream};
 
 use super::config::{KubernetesConfig, Role};
-use super::labels::{node_targets, pod_targets, service_targets};
+use super::labels::{Related, endpointslice_targets, node_targets, pod_targets, service_targets};
 
 /// Where the service account's namespace is mounted in a pod.
 const OWN_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -127,12 +128,6 @@ impl KubernetesDiscoverer {
     /// Checks `config`; nothing is contacted until the stream is polled.
     pub fn new(config: KubernetesConfig) -> Result<Self, KubernetesError> {
         let role = config.role.ok_or_else(|| invalid("role", "is required"))?;
-        if role == Role::EndpointSlice {
-            return Err(invalid(
-                "role",
-                "\"endpointslice\" is not supported yet (pod, node and service are)",
-            ));
-        }
         if config.api_server.is_some() && config.kubeconfig_file.is_some() {
             return Err(invalid(
                 "kubeconfig_file",
@@ -160,15 +155,21 @@ impl KubernetesDiscoverer {
             s.parse::<http::Uri>()
                 .map_err(|e| invalid("api_server", format!("{s:?} is not a URL: {e}")))?;
         }
-        if config.attach_metadata.node && role != Role::Pod {
+        if config.attach_metadata.node && !matches!(role, Role::Pod | Role::EndpointSlice) {
             return Err(invalid(
                 "attach_metadata.node",
-                format!("has no effect with role \"{}\" (only pod)", role.as_str()),
+                format!(
+                    "has no effect with role \"{}\" (only pod and endpointslice)",
+                    role.as_str()
+                ),
             ));
         }
         let mut selectors = HashMap::new();
         for s in &config.selectors {
-            let allowed = s.role == role || (s.role == Role::Node && config.attach_metadata.node);
+            // As Prometheus: an endpointslice discoverer also watches pods and services.
+            let allowed = s.role == role
+                || (s.role == Role::Node && config.attach_metadata.node)
+                || (role == Role::EndpointSlice && matches!(s.role, Role::Pod | Role::Service));
             if !allowed {
                 return Err(invalid(
                     "selectors.role",
@@ -273,6 +274,7 @@ enum Obj {
     Pod(Box<Pod>),
     Node(Box<Node>),
     Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
 }
 
 /// One watched collection: its last complete listing plus later changes.
@@ -421,7 +423,51 @@ impl StreamState {
                     index += 1;
                 }
             }
-            Role::EndpointSlice => {}
+            Role::EndpointSlice => {
+                for ns in &namespaces {
+                    let api = |c: &Client| -> (Api<EndpointSlice>, Api<Pod>, Api<Service>) {
+                        match ns {
+                            Some(ns) => (
+                                Api::namespaced(c.clone(), ns),
+                                Api::namespaced(c.clone(), ns),
+                                Api::namespaced(c.clone(), ns),
+                            ),
+                            None => (
+                                Api::all(c.clone()),
+                                Api::all(c.clone()),
+                                Api::all(c.clone()),
+                            ),
+                        }
+                    };
+                    let (eps, pods, services) = api(client);
+                    push(
+                        Role::EndpointSlice,
+                        watch(eps, selector(Role::EndpointSlice), index, |e| {
+                            Obj::EndpointSlice(Box::new(e))
+                        }),
+                    );
+                    push(
+                        Role::Pod,
+                        watch(pods, selector(Role::Pod), index + 1, |p| {
+                            Obj::Pod(Box::new(p))
+                        }),
+                    );
+                    push(
+                        Role::Service,
+                        watch(services, selector(Role::Service), index + 2, |s| {
+                            Obj::Service(Box::new(s))
+                        }),
+                    );
+                    index += 3;
+                }
+                if self.inner.config.attach_metadata.node {
+                    let api: Api<Node> = Api::all(client.clone());
+                    push(
+                        Role::Node,
+                        watch(api, selector(Role::Node), index, |n| Obj::Node(Box::new(n))),
+                    );
+                }
+            }
         }
         self.updates = Some(updates);
         self.collections = collections;
@@ -436,6 +482,7 @@ impl StreamState {
             Obj::Pod(p) => key(&p.metadata),
             Obj::Node(n) => key(&n.metadata),
             Obj::Service(s) => key(&s.metadata),
+            Obj::EndpointSlice(e) => key(&e.metadata),
         };
         // Managed fields are never used for labels and are most of an object's size.
         let slim = |mut o: Obj| {
@@ -443,6 +490,7 @@ impl StreamState {
                 Obj::Pod(p) => p.metadata.managed_fields = None,
                 Obj::Node(n) => n.metadata.managed_fields = None,
                 Obj::Service(s) => s.metadata.managed_fields = None,
+                Obj::EndpointSlice(e) => e.metadata.managed_fields = None,
             }
             o
         };
@@ -468,6 +516,14 @@ impl StreamState {
         }
     }
 
+    /// The objects of every collection of `kind`, by `namespace/name`.
+    fn objects(&self, kind: Role) -> impl Iterator<Item = (&String, &Obj)> {
+        self.collections
+            .iter()
+            .filter(move |c| c.kind == kind)
+            .flat_map(|c| c.objects.iter())
+    }
+
     fn targets(&self) -> Vec<Target> {
         let nodes: HashMap<&str, &Node> = self
             .collections
@@ -480,6 +536,28 @@ impl StreamState {
             })
             .collect();
         let attach = self.inner.config.attach_metadata.node;
+        // Only the endpointslice role looks up related objects.
+        let related = if self.inner.role == Role::EndpointSlice {
+            Related {
+                pods: self
+                    .objects(Role::Pod)
+                    .filter_map(|(k, o)| match o {
+                        Obj::Pod(p) => Some((k.clone(), &**p)),
+                        _ => None,
+                    })
+                    .collect(),
+                services: self
+                    .objects(Role::Service)
+                    .filter_map(|(k, o)| match o {
+                        Obj::Service(s) => Some((k.clone(), &**s)),
+                        _ => None,
+                    })
+                    .collect(),
+                nodes: attach.then(|| nodes.clone()),
+            }
+        } else {
+            Related::default()
+        };
         let mut out = Vec::new();
         for c in self
             .collections
@@ -502,6 +580,7 @@ impl StreamState {
                     }
                     Obj::Node(n) => out.extend(node_targets(n)),
                     Obj::Service(s) => out.extend(service_targets(s)),
+                    Obj::EndpointSlice(e) => out.extend(endpointslice_targets(e, &related)),
                 }
             }
         }

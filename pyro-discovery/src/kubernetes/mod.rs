@@ -19,7 +19,12 @@
 //! - `service`: one target per service port at `<name>.<namespace>.svc:<port>`;
 //!   `__meta_kubernetes_service_{name,port_name,port_number,port_protocol,type,cluster_ip,
 //!   external_name,loadbalancer_ip}`, labels and annotations.
-//! - `endpointslice`: not yet supported (refused by name).
+//! - `endpointslice`: one target per endpoint address and port;
+//!   `__meta_kubernetes_endpointslice_{name,address_type,port,port_name,port_protocol,
+//!   port_app_protocol,endpoint_conditions_{ready,serving,terminating},endpoint_hostname,
+//!   endpoint_node_name,endpoint_zone,address_target_kind,address_target_name}`, the service's
+//!   labels, and the pod's (with its container's) when the endpoint refers to a pod; watches
+//!   pods and services too.
 //!
 //! Label names are sanitised to `[a-zA-Z0-9_]` as Prometheus does.
 //!

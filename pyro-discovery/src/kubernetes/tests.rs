@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use serde_json::json;
 
-use super::labels::{node_targets, pod_targets, service_targets};
+use super::labels::{Related, endpointslice_targets, node_targets, pod_targets, service_targets};
 use super::{KubernetesConfig, KubernetesDiscoverer};
 
 type Set = BTreeMap<String, String>;
@@ -390,7 +390,6 @@ fn config_errors_name_the_field() {
             .to_string()
     };
     assert!(bad(json!({})).contains("`role`"));
-    assert!(bad(json!({"role": "endpointslice"})).contains("`role`"));
     assert!(
         bad(json!({"role": "pod", "api_server": "http://a", "kubeconfig_file": "/k"}))
             .contains("`kubeconfig_file`")
@@ -414,4 +413,213 @@ fn config_errors_name_the_field() {
         "selectors": [{"role": "pod", "field": "spec.nodeName=n1"}, {"role": "node", "label": "x"}],
         "attach_metadata": {"node": true}
     })).unwrap()).is_ok());
+}
+
+/// `makeEndpointSliceV1("default")`.
+fn endpoint_slice() -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    let cond = |r: bool, s: bool, t: bool| json!({"ready": r, "serving": s, "terminating": t});
+    serde_json::from_value(json!({
+        "metadata": {"name": "testendpoints", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "testendpoints"},
+                     "annotations": {"test.annotation": "test"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "testport", "port": 9000, "protocol": "TCP", "appProtocol": "http"}],
+        "endpoints": [
+            {"addresses": ["1.2.3.4"], "conditions": cond(true, true, false), "hostname": "testendpoint1",
+             "targetRef": {}, "nodeName": "foobar", "deprecatedTopology": {"topology": "value"}, "zone": "us-east-1a"},
+            {"addresses": ["2.3.4.5"], "conditions": cond(true, true, false), "zone": "us-east-1b"},
+            {"addresses": ["3.4.5.6"], "conditions": cond(false, true, true), "zone": "us-east-1c"},
+            {"addresses": ["4.5.6.7"], "conditions": cond(true, true, false),
+             "targetRef": {"kind": "Node", "name": "barbaz"}, "zone": "us-east-1a"}
+        ]
+    }))
+    .unwrap()
+}
+
+// TestEndpointSliceDiscoveryBeforeRun.
+#[test]
+fn endpointslice() {
+    let common: &[(&str, &str)] = &[
+        ("__meta_kubernetes_endpointslice_port", "9000"),
+        ("__meta_kubernetes_endpointslice_port_app_protocol", "http"),
+        ("__meta_kubernetes_endpointslice_port_name", "testport"),
+        ("__meta_kubernetes_endpointslice_port_protocol", "TCP"),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_conditions_serving",
+            "true",
+        ),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut v = common.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let t1 = with(&[
+        ("__address__", "1.2.3.4:9000"),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_conditions_ready",
+            "true",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_conditions_terminating",
+            "false",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_hostname",
+            "testendpoint1",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_node_name",
+            "foobar",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_topology_present_topology",
+            "true",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_topology_topology",
+            "value",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_zone",
+            "us-east-1a",
+        ),
+    ]);
+    let t2 = with(&[
+        ("__address__", "2.3.4.5:9000"),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_conditions_ready",
+            "true",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_conditions_terminating",
+            "false",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_zone",
+            "us-east-1b",
+        ),
+    ]);
+    let t3 = with(&[
+        ("__address__", "3.4.5.6:9000"),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_conditions_ready",
+            "false",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_conditions_terminating",
+            "true",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_zone",
+            "us-east-1c",
+        ),
+    ]);
+    let t4 = with(&[
+        ("__address__", "4.5.6.7:9000"),
+        (
+            "__meta_kubernetes_endpointslice_address_target_kind",
+            "Node",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_address_target_name",
+            "barbaz",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_conditions_ready",
+            "true",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_conditions_terminating",
+            "false",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_endpoint_zone",
+            "us-east-1a",
+        ),
+    ]);
+    let group = [
+        ("__meta_kubernetes_endpointslice_address_type", "IPv4"),
+        ("__meta_kubernetes_namespace", "default"),
+        ("__meta_kubernetes_endpointslice_name", "testendpoints"),
+        (
+            "__meta_kubernetes_endpointslice_label_kubernetes_io_service_name",
+            "testendpoints",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_labelpresent_kubernetes_io_service_name",
+            "true",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_annotation_test_annotation",
+            "test",
+        ),
+        (
+            "__meta_kubernetes_endpointslice_annotationpresent_test_annotation",
+            "true",
+        ),
+    ];
+    let want = expect(&group, &[&t1, &t2, &t3, &t4]);
+    assert_eq!(
+        sets(&endpointslice_targets(
+            &endpoint_slice(),
+            &Related::default()
+        )),
+        want
+    );
+}
+
+// TestEndpointSliceDiscoveryWithService-like: the service's labels join, and an endpoint
+// referring to a known pod gets the pod's and its container's labels, plus a target for the
+// pod's other container port.
+#[test]
+fn endpointslice_with_service_and_pod() {
+    let mut eps = endpoint_slice();
+    eps.endpoints.truncate(1);
+    eps.endpoints[0].target_ref = Some(
+        serde_json::from_value(json!({
+        "kind": "Pod", "name": "testpod", "namespace": "default"}))
+        .unwrap(),
+    );
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "testendpoints",
+        "namespace": "default", "labels": {"app/name": "test"}}}))
+    .unwrap();
+    let mut pod = multi_port_pod();
+    pod.metadata.namespace = Some("default".into());
+    let related = Related {
+        pods: [("default/testpod".to_owned(), &pod)].into_iter().collect(),
+        services: [("default/testendpoints".to_owned(), &svc)]
+            .into_iter()
+            .collect(),
+        nodes: None,
+    };
+    let got = sets(&endpointslice_targets(&eps, &related));
+    assert_eq!(got.len(), 2, "{got:#?}");
+    for t in &got {
+        assert_eq!(t["__meta_kubernetes_service_name"], "testendpoints");
+        assert_eq!(t["__meta_kubernetes_service_label_app_name"], "test");
+        assert_eq!(t["__meta_kubernetes_pod_name"], "testpod");
+        assert_eq!(
+            t["__meta_kubernetes_pod_controller_kind"],
+            "testcontrollerkind"
+        );
+    }
+    let by_addr: BTreeMap<&str, &Set> =
+        got.iter().map(|t| (t["__address__"].as_str(), t)).collect();
+    // The slice's port 9000 matches testcontainer0's testport0.
+    assert_eq!(
+        by_addr["1.2.3.4:9000"]["__meta_kubernetes_pod_container_port_name"],
+        "testport0"
+    );
+    assert_eq!(
+        by_addr["1.2.3.4:9000"]["__meta_kubernetes_endpointslice_port"],
+        "9000"
+    );
+    // The pod's other port, 9001/UDP, has a target of its own without endpoint labels.
+    let other = by_addr["1.2.3.4:9001"];
+    assert_eq!(
+        other["__meta_kubernetes_pod_container_port_protocol"],
+        "UDP"
+    );
+    assert!(!other.contains_key("__meta_kubernetes_endpointslice_port"));
 }
