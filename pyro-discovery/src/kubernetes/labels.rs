@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use pyro_core::{Labels, Target};
@@ -47,8 +47,10 @@ fn join_host_port(host: &str, port: impl std::fmt::Display) -> String {
 /// Prometheus's `podLabels`: the labels of the pod itself, shared by its targets in the `pod`
 /// and `endpointslice` roles.
 fn pod_labels(pod: &Pod) -> Labels {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let status = pod.status.clone().unwrap_or_default();
+    let default_spec = PodSpec::default();
+    let default_status = PodStatus::default();
+    let spec = pod.spec.as_ref().unwrap_or(&default_spec);
+    let status = pod.status.as_ref().unwrap_or(&default_status);
     let ip = status.pod_ip.clone().unwrap_or_default();
     let mut group = Labels::new();
     set(&mut group, "pod_ip", ip.clone());
