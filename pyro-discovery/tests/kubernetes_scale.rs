@@ -33,7 +33,7 @@ fn pod(i: usize, rv: usize) -> Value {
                    "containerStatuses": [
                        {"name": "app", "containerID": format!("containerd://{:064x}", i),
                         "image": "", "imageID": "", "ready": true, "restartCount": 0},
-                       {"name": "sidecar", "containerID": format!("containerd://{:064x}", i + 1 << 20),
+                       {"name": "sidecar", "containerID": format!("containerd://{:064x}", i + (1 << 20)),
                         "image": "", "imageID": "", "ready": true, "restartCount": 0}]}
     })
 }

@@ -1,6 +1,6 @@
 //! [`KubernetesDiscoverer`]: list + watch of the role's objects, one full target set per update.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -281,8 +281,12 @@ enum Obj {
 struct Collection {
     kind: Role,
     synced: bool,
-    buffer: Option<HashMap<String, Obj>>,
-    objects: HashMap<String, Obj>,
+    buffer: Option<BTreeMap<String, Obj>>,
+    /// By `namespace/name`, so the set comes out in one order without sorting.
+    objects: BTreeMap<String, Obj>,
+    /// Each object's targets, computed once per change of the object (or of a related
+    /// collection), so a watch event costs one object's labels, not every object's.
+    cache: HashMap<String, Vec<Target>>,
 }
 
 type Updates = SelectAll<BoxStream<'static, (usize, Result<Event<Obj>, watcher::Error>)>>;
@@ -376,7 +380,8 @@ impl StreamState {
                 kind,
                 synced: false,
                 buffer: None,
-                objects: HashMap::new(),
+                objects: BTreeMap::new(),
+                cache: HashMap::new(),
             });
         };
         let mut index = 0;
@@ -475,9 +480,11 @@ impl StreamState {
 
     fn apply(&mut self, index: usize, event: Event<Obj>) {
         self.metrics.events.inc();
+        let role = self.inner.role;
         let Some(c) = self.collections.get_mut(index) else {
             return;
         };
+        let related_changed = c.kind != role && !matches!(event, Event::Init | Event::InitApply(_));
         let meta_key = |o: &Obj| match o {
             Obj::Pod(p) => key(&p.metadata),
             Obj::Node(n) => key(&n.metadata),
@@ -495,23 +502,35 @@ impl StreamState {
             o
         };
         match event {
-            Event::Init => c.buffer = Some(HashMap::new()),
+            Event::Init => c.buffer = Some(BTreeMap::new()),
             Event::InitApply(o) => {
                 let o = slim(o);
                 c.buffer
-                    .get_or_insert_with(HashMap::new)
+                    .get_or_insert_with(BTreeMap::new)
                     .insert(meta_key(&o), o);
             }
             Event::InitDone => {
                 c.objects = c.buffer.take().unwrap_or_default();
+                c.cache.clear();
                 c.synced = true;
             }
             Event::Apply(o) => {
                 let o = slim(o);
-                c.objects.insert(meta_key(&o), o);
+                let k = meta_key(&o);
+                c.cache.remove(&k);
+                c.objects.insert(k, o);
             }
             Event::Delete(o) => {
-                c.objects.remove(&meta_key(&o));
+                let k = meta_key(&o);
+                c.cache.remove(&k);
+                c.objects.remove(&k);
+            }
+        }
+        // Targets built with a related object (a pod's node, a slice's pods and service) are
+        // stale when that object changes: build them again.
+        if related_changed {
+            for c in self.collections.iter_mut().filter(|c| c.kind == role) {
+                c.cache.clear();
             }
         }
     }
@@ -524,67 +543,83 @@ impl StreamState {
             .flat_map(|c| c.objects.iter())
     }
 
-    fn targets(&self) -> Vec<Target> {
-        let nodes: HashMap<&str, &Node> = self
-            .collections
-            .iter()
-            .filter(|c| c.kind == Role::Node)
-            .flat_map(|c| c.objects.values())
-            .filter_map(|o| match o {
-                Obj::Node(n) => Some((n.metadata.name.as_deref().unwrap_or_default(), &**n)),
-                _ => None,
-            })
-            .collect();
-        let attach = self.inner.config.attach_metadata.node;
-        // Only the endpointslice role looks up related objects.
-        let related = if self.inner.role == Role::EndpointSlice {
-            Related {
-                pods: self
-                    .objects(Role::Pod)
-                    .filter_map(|(k, o)| match o {
-                        Obj::Pod(p) => Some((k.clone(), &**p)),
-                        _ => None,
-                    })
-                    .collect(),
-                services: self
-                    .objects(Role::Service)
-                    .filter_map(|(k, o)| match o {
-                        Obj::Service(s) => Some((k.clone(), &**s)),
-                        _ => None,
-                    })
-                    .collect(),
-                nodes: attach.then(|| nodes.clone()),
-            }
-        } else {
-            Related::default()
-        };
-        let mut out = Vec::new();
-        for c in self
-            .collections
-            .iter()
-            .filter(|c| c.kind == self.inner.role)
+    fn targets(&mut self) -> Vec<Target> {
+        let mut fresh: Vec<(usize, String, Vec<Target>)> = Vec::new();
         {
-            for o in c.objects.values() {
-                match o {
-                    Obj::Pod(p) => {
-                        let node = p
-                            .spec
-                            .as_ref()
-                            .and_then(|s| s.node_name.as_deref())
-                            .and_then(|n| nodes.get(n).copied());
-                        // As Prometheus: with node metadata, a pod whose node is unknown waits.
-                        if attach && node.is_none() {
-                            continue;
-                        }
-                        out.extend(pod_targets(p, node));
+            let nodes: HashMap<&str, &Node> = self
+                .collections
+                .iter()
+                .filter(|c| c.kind == Role::Node)
+                .flat_map(|c| c.objects.values())
+                .filter_map(|o| match o {
+                    Obj::Node(n) => Some((n.metadata.name.as_deref().unwrap_or_default(), &**n)),
+                    _ => None,
+                })
+                .collect();
+            let attach = self.inner.config.attach_metadata.node;
+            // Only the endpointslice role looks up related objects.
+            let related = if self.inner.role == Role::EndpointSlice {
+                Related {
+                    pods: self
+                        .objects(Role::Pod)
+                        .filter_map(|(k, o)| match o {
+                            Obj::Pod(p) => Some((k.clone(), &**p)),
+                            _ => None,
+                        })
+                        .collect(),
+                    services: self
+                        .objects(Role::Service)
+                        .filter_map(|(k, o)| match o {
+                            Obj::Service(s) => Some((k.clone(), &**s)),
+                            _ => None,
+                        })
+                        .collect(),
+                    nodes: attach.then(|| nodes.clone()),
+                }
+            } else {
+                Related::default()
+            };
+            for (ci, c) in self.collections.iter().enumerate() {
+                if c.kind != self.inner.role {
+                    continue;
+                }
+                for (k, o) in &c.objects {
+                    if c.cache.contains_key(k) {
+                        continue;
                     }
-                    Obj::Node(n) => out.extend(node_targets(n)),
-                    Obj::Service(s) => out.extend(service_targets(s)),
-                    Obj::EndpointSlice(e) => out.extend(endpointslice_targets(e, &related)),
+                    let mut out = Vec::new();
+                    match o {
+                        Obj::Pod(p) => {
+                            let node = p
+                                .spec
+                                .as_ref()
+                                .and_then(|s| s.node_name.as_deref())
+                                .and_then(|n| nodes.get(n).copied());
+                            // As Prometheus: with node metadata, a pod whose node is unknown waits.
+                            if !(attach && node.is_none()) {
+                                out.extend(pod_targets(p, node));
+                            }
+                        }
+                        Obj::Node(n) => out.extend(node_targets(n)),
+                        Obj::Service(s) => out.extend(service_targets(s)),
+                        Obj::EndpointSlice(e) => out.extend(endpointslice_targets(e, &related)),
+                    }
+                    fresh.push((ci, k.clone(), out));
                 }
             }
         }
-        out.sort();
+        for (ci, k, targets) in fresh {
+            self.collections[ci].cache.insert(k, targets);
+        }
+        let role = self.inner.role;
+        let mut out = Vec::new();
+        for c in self.collections.iter().filter(|c| c.kind == role) {
+            for k in c.objects.keys() {
+                if let Some(t) = c.cache.get(k) {
+                    out.extend(t.iter().cloned());
+                }
+            }
+        }
         out
     }
 
