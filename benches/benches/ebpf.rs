@@ -246,13 +246,11 @@ async fn cpu_side_by_side(window: Duration) {
 
     let sink = Arc::new(Discard::default());
     let cpu_before_load = self_cpu();
-    let (handle, run) = Collector::builder(EbpfConfig {
-        targets: all_processes(),
-        forward_to: vec![sink.clone() as DynReceiver],
-        ..EbpfConfig::default()
-    })
-    .build()
-    .expect("load the collector");
+    let (handle, run) = Collector::builder(EbpfConfig::default())
+        .targets(all_processes())
+        .forward_to([sink.clone() as DynReceiver])
+        .build()
+        .expect("load the collector");
     let task = tokio::spawn(run);
     let load_cpu = self_cpu() - cpu_before_load;
 
@@ -341,11 +339,11 @@ async fn rss_with_200_targets(window: Duration) {
     let rss_before = peak_rss_kib("self");
     let cpu_before = self_cpu();
     let (handle, run) = Collector::builder(EbpfConfig {
-        targets: workers.targets(),
-        forward_to: vec![sink.clone() as DynReceiver],
         collect_interval: Duration::from_secs(10),
         ..EbpfConfig::default()
     })
+    .targets(workers.targets())
+    .forward_to([sink.clone() as DynReceiver])
     .build()
     .expect("load the collector");
     let task = tokio::spawn(run);

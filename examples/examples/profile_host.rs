@@ -7,49 +7,76 @@
 //! cargo run --release -p pyro-examples --example profile_host -- --out profiles \
 //!     [--duration 15s] [--sample-rate 97]
 //! go tool pprof -top profiles/<service>.process_cpu.<time>-<n>.pb.gz
+//! go tool pprof -tags profiles/<service>.process_cpu.<time>-<n>.pb.gz   # its labels
 //! ```
 //!
-//! The pipeline, as Alloy would write it: `discovery.process` → `discovery.relabel` (service
-//! name = executable name) → `pyroscope.ebpf` → a directory instead of `pyroscope.write`.
+//! `--help` lists the flags. The pipeline, as Alloy would write it: `discovery.process` →
+//! `discovery.relabel` (service name = executable name) → `pyroscope.ebpf` → a directory
+//! instead of `pyroscope.write`.
 
 use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use pyro_core::config::parse_duration;
 use pyro_discovery::process::{ProcessDiscoveryConfig, scan};
-use pyro_discovery::relabel::{RelabelConfig, RelabelRules, relabel_targets};
+use pyro_discovery::relabel::{RelabelRules, relabel_targets};
 use pyro_ebpf::{Collector, EbpfConfig};
-use pyro_examples::{Args, init_tracing};
+use pyro_examples::{exit_code, init_tracing};
 use pyro_file::FileSink;
 
-fn main() -> Result<(), Box<dyn Error>> {
+/// Profiles every process on this host with eBPF (needs root) and writes one gzipped pprof
+/// and one SVG flame graph per process into a directory.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Directory to write the profiles into (created if missing).
+    #[arg(long, default_value = "profiles")]
+    out: PathBuf,
+    /// How long to profile, in Go syntax ("15s", "1m30s").
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Samples per second on each CPU.
+    #[arg(long, default_value_t = 97, value_parser = clap::value_parser!(u32).range(1..))]
+    sample_rate: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
     init_tracing();
-    let args = Args::from_env();
-    let out = args.value("--out").unwrap_or("profiles").to_owned();
-    let duration = args.duration("--duration", Duration::from_secs(15))?;
-    let sample_rate: u32 = args.value("--sample-rate").unwrap_or("97").parse()?;
+    exit_code(run(cli))
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let Cli {
+        out,
+        duration,
+        sample_rate,
+    } = cli;
 
     // discovery.process + discovery.relabel: every process is a target, named after its
-    // executable (`/usr/bin/python3.11` → `python3.11`).
-    let rules = RelabelRules::new(&[RelabelConfig {
-        source_labels: vec!["__meta_process_exe".into()],
-        regex: ".*/(.*)".into(),
-        target_label: "service_name".into(),
-        ..RelabelConfig::default()
-    }])?;
+    // executable (`/usr/bin/python3.11` → `python3.11`). A process whose binary was replaced
+    // or removed after it started has `__meta_process_exe` = `<path> (deleted)`, as in Alloy;
+    // the rule names it after the binary all the same.
+    let rules = RelabelRules::new(&pyro_examples::pipelines::service_name_from_exe())?;
     let discovery = ProcessDiscoveryConfig::default();
-    let discover =
-        || -> Result<_, Box<dyn Error>> { Ok(relabel_targets(&rules, scan(&discovery)?)) };
+    let discover = || -> Result<_, Box<dyn Error + Send + Sync>> {
+        Ok(relabel_targets(&rules, scan(&discovery)?))
+    };
 
     // pyroscope.ebpf: load the BPF program on every CPU and match samples to the targets.
     let config = EbpfConfig {
-        targets: discover()?,
         sample_rate,
         ..EbpfConfig::default()
     };
     let mut collector = Collector::new(&config)?;
+    let targets = discover()?;
+    collector.set_targets(&targets);
     eprintln!(
         "profiling {} processes at {sample_rate} Hz for {duration:?}",
-        config.targets.len()
+        targets.len()
     );
 
     // Drain the kernel's samples every 100 ms; look for new processes every 5 s.
@@ -90,7 +117,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     if profiles.is_empty() {
         eprintln!("no process ran on a CPU while profiling (an idle host): nothing to write");
     } else {
-        eprintln!("wrote {} profiles to {out}/", profiles.len());
+        eprintln!("wrote {} profiles to {}/", profiles.len(), out.display());
     }
     Ok(())
 }

@@ -75,10 +75,13 @@ impl Collect {
 /// Pyroscope the pipelines push to.
 fn fake_pyroscope() -> (ServerHandle, Arc<Collect>, String) {
     let collect = Arc::new(Collect::default());
-    let config = pyro_receive::Config {
-        listen_address: "127.0.0.1".into(),
-        listen_port: 0,
-        ..pyro_receive::Config::default()
+    let config = pyro_receive::ReceiveConfig {
+        http: pyro_receive::HttpConfig {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 0,
+            ..pyro_receive::HttpConfig::default()
+        },
+        ..pyro_receive::ReceiveConfig::default()
     };
     let (handle, serve) = Server::new(config, vec![collect.clone() as DynReceiver])
         .bind()
@@ -144,8 +147,11 @@ async fn ebpf_profiles_of_a_busy_process_reach_pyroscope_with_relabelled_labels(
         .wait_for(Duration::from_secs(30), busy_profile)
         .await;
     let sent = pipeline.sent.summary();
-    let delivered = pipeline.shutdown(Duration::from_secs(10)).await;
-    server.shutdown();
+    let delivered = pipeline
+        .shutdown(std::time::Instant::now() + Duration::from_secs(10))
+        .await
+        .is_ok();
+    server.stop();
     let p = got.unwrap_or_else(|| {
         panic!(
             "no profile of pyro_e2e_busy (pid {pid}) arrived; sent {sent}; labels seen: {:#?}",
@@ -242,10 +248,13 @@ async fn sdk_profiles_are_enriched_with_discovery_labels_and_written() {
     let (server, pyroscope, url) = fake_pyroscope();
     let mut registry = Registry::default();
     let pipeline = ReceiveEnrichWrite::start(
-        pyro_receive::Config {
-            listen_address: "127.0.0.1".into(),
-            listen_port: 0,
-            ..pyro_receive::Config::default()
+        pyro_receive::ReceiveConfig {
+            http: pyro_receive::HttpConfig {
+                listen_address: "127.0.0.1".into(),
+                listen_port: 0,
+                ..pyro_receive::HttpConfig::default()
+            },
+            ..pyro_receive::ReceiveConfig::default()
         },
         ProcessDiscoveryConfig {
             refresh_interval: Duration::from_millis(500),
@@ -287,8 +296,11 @@ async fn sdk_profiles_are_enriched_with_discovery_labels_and_written() {
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     drop(child);
-    let clean = pipeline.shutdown(Duration::from_secs(10)).await;
-    server.shutdown();
+    let clean = pipeline
+        .shutdown(std::time::Instant::now() + Duration::from_secs(10))
+        .await
+        .is_ok();
+    server.stop();
     let p = got.unwrap_or_else(|| {
         panic!(
             "no enriched profile of pid {pid}; enricher matched {matched}, unmatched {unmatched}; labels seen: {:#?}",

@@ -32,7 +32,9 @@ use std::time::Duration;
 
 /// A duration string is not in Go's `time.ParseDuration` syntax.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: {reason} (expected Go syntax such as \"15s\", \"1m30s\", \"500ms\")")]
+#[error(
+    "invalid duration {input:?}: {reason} (expected Go syntax such as \"15s\", \"1m30s\", \"500ms\")"
+)]
 pub struct DurationError {
     input: String,
     reason: &'static str,
@@ -226,7 +228,17 @@ mod tests {
         for (s, want) in ok {
             assert_eq!(parse_duration(s), Ok(want), "{s}");
         }
-        for bad in ["", "15", "s", "1x", "-1s", "1.5", ".s", "1h-1m", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "15",
+            "s",
+            "1x",
+            "-1s",
+            "1.5",
+            ".s",
+            "1h-1m",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

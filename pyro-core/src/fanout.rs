@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::lifecycle::LifecycleError;
 use crate::profile::Profile;
 use crate::receiver::{AppendError, DynReceiver, Receiver};
 
@@ -156,6 +157,18 @@ impl Receiver for Fanout {
             }
             Some(e) => Err(e),
         }
+    }
+
+    /// Flushes every child concurrently.
+    async fn flush(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
+        let calls = self.children.iter().map(|(_, c)| c.flush(deadline));
+        LifecycleError::join(join_all(calls).await)
+    }
+
+    /// Shuts every child down concurrently.
+    async fn shutdown(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
+        let calls = self.children.iter().map(|(_, c)| c.shutdown(deadline));
+        LifecycleError::join(join_all(calls).await)
     }
 }
 

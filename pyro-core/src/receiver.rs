@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::labels::LabelError;
+use crate::lifecycle::LifecycleError;
 use crate::profile::Profile;
 
 /// A boxed error, the currency for causes from other crates.
@@ -35,12 +36,13 @@ impl AppendErrorKind {
     }
 
     /// The Connect protocol code for this kind (`invalid_argument`, `unavailable`, …).
-    pub fn connect_code(self) -> &'static str {
+    pub fn connect_code(self) -> crate::ConnectCode {
+        use crate::ConnectCode;
         match self {
-            Self::InvalidInput => "invalid_argument",
-            Self::Unavailable | Self::Shutdown => "unavailable",
-            Self::ResourceExhausted => "resource_exhausted",
-            Self::Internal => "internal",
+            Self::InvalidInput => ConnectCode::InvalidArgument,
+            Self::Unavailable | Self::Shutdown => ConnectCode::Unavailable,
+            Self::ResourceExhausted => ConnectCode::ResourceExhausted,
+            Self::Internal => ConnectCode::Internal,
         }
     }
 }
@@ -152,6 +154,10 @@ impl AppendError {
 /// - It must not block the thread; waiting (for a slot in a bounded queue, say) happens by
 ///   awaiting, and should be bounded in time.
 /// - An error concerns this profile only: one bad profile never makes a receiver drop others.
+/// - [`flush`](Receiver::flush) and [`shutdown`](Receiver::shutdown) follow the
+///   [lifecycle](crate::lifecycle) rule: a stage that holds profiles delivers them; a stage that
+///   forwards passes the call on. The defaults do nothing, which is right for a stage that
+///   neither holds nor forwards.
 ///
 /// ```
 /// use pyro_core::{async_trait, AppendError, Profile, Receiver};
@@ -173,21 +179,43 @@ impl AppendError {
 pub trait Receiver: Send + Sync + fmt::Debug {
     /// Accepts one profile.
     async fn append(&self, profile: Profile) -> Result<(), AppendError>;
-}
 
-#[async_trait]
-impl<R: Receiver + ?Sized> Receiver for Arc<R> {
-    async fn append(&self, profile: Profile) -> Result<(), AppendError> {
-        (**self).append(profile).await
+    /// Delivers everything accepted so far (and flushes what this stage forwards to), waiting
+    /// at most until `deadline`.
+    async fn flush(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
+        let _ = deadline;
+        Ok(())
+    }
+
+    /// Stops accepting, delivers what is pending, then shuts down what this stage forwards to;
+    /// at most until `deadline`. Idempotent.
+    async fn shutdown(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
+        let _ = deadline;
+        Ok(())
     }
 }
 
-#[async_trait]
-impl<R: Receiver + ?Sized> Receiver for Box<R> {
-    async fn append(&self, profile: Profile) -> Result<(), AppendError> {
-        (**self).append(profile).await
-    }
+/// Smart pointers to a receiver are receivers: every call goes to the pointee.
+macro_rules! forward_receiver {
+    ($($ptr:ident),*) => {$(
+        #[async_trait]
+        impl<R: Receiver + ?Sized> Receiver for $ptr<R> {
+            async fn append(&self, profile: Profile) -> Result<(), AppendError> {
+                (**self).append(profile).await
+            }
+
+            async fn flush(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
+                (**self).flush(deadline).await
+            }
+
+            async fn shutdown(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
+                (**self).shutdown(deadline).await
+            }
+        }
+    )*};
 }
+
+forward_receiver!(Arc, Box);
 
 /// A shared, type-erased receiver: what `forward_to` lists hold.
 pub type DynReceiver = Arc<dyn Receiver>;

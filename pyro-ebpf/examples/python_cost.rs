@@ -66,11 +66,11 @@ fn run(python: &str, seconds: f64, enabled: bool) {
         ("service_name", "python"),
     ]));
     let mut collector = Collector::new(&EbpfConfig {
-        targets: vec![target],
         python_enabled: enabled,
         ..EbpfConfig::default()
     })
     .expect("load the collector (root?)");
+    collector.set_targets(&[target]);
     let (ns0, cnt0) = bpf_run_time();
     let cpu0 = cpu_self();
     let start = Instant::now();

@@ -1,38 +1,36 @@
 //! [`EbpfConfig`]: the collector's settings, named and defaulted like the arguments of Alloy's
 //! `pyroscope.ebpf` component.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use pyro_core::{DynReceiver, Target};
 use pyro_symbolize::Demangle;
+use serde::{Deserialize, Serialize};
 
 /// Settings of the eBPF CPU profiler, as Alloy's `pyroscope.ebpf` arguments (legacy engine)
-/// with the same defaults. Plain data: [`Collector::builder`](crate::Collector::builder) checks
-/// it and builds the running collector from it.
+/// with the same names and defaults. Plain data, deserializable from JSON with Alloy's argument
+/// names (unknown fields are refused); the runtime objects — `targets`, `forward_to`, metrics —
+/// are given to [`Collector::builder`](crate::Collector::builder), which checks the config and
+/// builds the running collector from it.
 ///
 /// ```
 /// use std::time::Duration;
 /// use pyro_ebpf::EbpfConfig;
+/// use pyro_symbolize::Demangle;
 ///
-/// let config = EbpfConfig {
-///     collect_interval: Duration::from_secs(10),
-///     demangle: "simplified".into(),
-///     ..EbpfConfig::default()
-/// };
+/// let config: EbpfConfig =
+///     serde_json::from_str(r#"{"collect_interval": "10s", "demangle": "simplified"}"#).unwrap();
+/// assert_eq!(config.collect_interval, Duration::from_secs(10));
+/// assert_eq!(config.demangle, Demangle::Simplified);
 /// assert_eq!(config.sample_rate, 97);
 /// assert!(config.validate().is_ok());
+/// let typo = serde_json::from_str::<EbpfConfig>(r#"{"sample_rat": 99}"#).unwrap_err();
+/// assert!(typo.to_string().contains("sample_rat"));
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EbpfConfig {
-    /// What to profile: processes matched by `__process_pid__`, else by container id
-    /// (`__container_id__`, `__meta_kubernetes_pod_container_id`, `__meta_docker_container_id`).
-    /// Processes matching no target are not profiled. Replaceable while running
-    /// ([`CollectorHandle::set_targets`](crate::CollectorHandle::set_targets)).
-    pub targets: Vec<Target>,
-    /// Where the profiles go (`forward_to`); each profile is sent to every receiver.
-    pub forward_to: Vec<DynReceiver>,
     /// How often one profile per target and process is built and sent (`collect_interval`, 15 s).
+    #[serde(with = "pyro_core::config::duration")]
     pub collect_interval: Duration,
     /// Samples per second on each CPU (`sample_rate`, 97).
     pub sample_rate: u32,
@@ -48,20 +46,18 @@ pub struct EbpfConfig {
     pub collect_user_profile: bool,
     /// Capture kernel stacks (`collect_kernel_profile`, true).
     pub collect_kernel_profile: bool,
-    /// Read the Python frames of CPython 3.8–3.13 processes (`python_enabled`, true): their
+    /// Read the Python frames of CPython 3.8–3.15 processes (`python_enabled`, true): their
     /// samples show `"<file> <Class.function>"` frames from the module level down instead of
     /// the interpreter's native frames. Other versions keep native stacks (logged once,
     /// counted in `pyroscope_ebpf_python_unsupported_total`).
     pub python_enabled: bool,
     /// C++/Rust demangling: `none`, `simplified`, `templates` or `full` (`demangle`, `none`).
-    pub demangle: String,
+    pub demangle: Demangle,
 }
 
 impl Default for EbpfConfig {
     fn default() -> Self {
         Self {
-            targets: Vec::new(),
-            forward_to: Vec::new(),
             collect_interval: Duration::from_secs(15),
             sample_rate: 97,
             pid_cache_size: 32,
@@ -71,27 +67,8 @@ impl Default for EbpfConfig {
             collect_user_profile: true,
             collect_kernel_profile: true,
             python_enabled: true,
-            demangle: "none".to_owned(),
+            demangle: Demangle::None,
         }
-    }
-}
-
-impl std::fmt::Debug for EbpfConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EbpfConfig")
-            .field("targets", &self.targets.len())
-            .field("forward_to", &self.forward_to.len())
-            .field("collect_interval", &self.collect_interval)
-            .field("sample_rate", &self.sample_rate)
-            .field("pid_cache_size", &self.pid_cache_size)
-            .field("build_id_cache_size", &self.build_id_cache_size)
-            .field("same_file_cache_size", &self.same_file_cache_size)
-            .field("container_id_cache_size", &self.container_id_cache_size)
-            .field("collect_user_profile", &self.collect_user_profile)
-            .field("collect_kernel_profile", &self.collect_kernel_profile)
-            .field("python_enabled", &self.python_enabled)
-            .field("demangle", &self.demangle)
-            .finish()
     }
 }
 
@@ -118,9 +95,14 @@ pub enum ConfigError {
         /// The argument's name.
         name: &'static str,
     },
-    /// `demangle` is not one of the known modes.
-    #[error(transparent)]
-    Demangle(#[from] pyro_symbolize::ParseDemangleError),
+    /// A setting that cannot take effect where it was given.
+    #[error("{field} has no effect here: {reason}")]
+    NoEffect {
+        /// The argument's name.
+        field: &'static str,
+        /// Why, and what to do instead.
+        reason: &'static str,
+    },
     /// Neither user nor kernel stacks are collected: every profile would be empty.
     #[error("collect_user_profile and collect_kernel_profile are both false")]
     NothingToCollect,
@@ -129,11 +111,6 @@ pub enum ConfigError {
 impl EbpfConfig {
     /// Checks every value, returning the first problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.demangle_mode().map(|_| ())
-    }
-
-    /// The parsed demangle mode, after checking every other value.
-    pub(crate) fn demangle_mode(&self) -> Result<Demangle, ConfigError> {
         if self.sample_rate == 0 || self.sample_rate > MAX_SAMPLE_RATE {
             return Err(ConfigError::SampleRate {
                 value: self.sample_rate,
@@ -155,7 +132,7 @@ impl EbpfConfig {
         if !self.collect_user_profile && !self.collect_kernel_profile {
             return Err(ConfigError::NothingToCollect);
         }
-        Ok(Demangle::from_str(&self.demangle)?)
+        Ok(())
     }
 }
 
@@ -178,7 +155,7 @@ mod tests {
             (32, 64, 8, 1024)
         );
         assert!(c.collect_user_profile && c.collect_kernel_profile);
-        assert_eq!(c.demangle, "none");
+        assert_eq!(c.demangle, Demangle::None);
         assert_eq!(c.validate(), Ok(()));
     }
 
@@ -197,10 +174,6 @@ mod tests {
             bad(|c| c.sample_rate = 1_000_000),
             ConfigError::SampleRate { .. }
         ));
-        assert!(matches!(
-            bad(|c| c.demangle = "fancy".into()),
-            ConfigError::Demangle(e) if e.mode == "fancy"
-        ));
         assert_eq!(
             bad(|c| c.collect_interval = Duration::ZERO),
             ConfigError::CollectInterval
@@ -218,12 +191,35 @@ mod tests {
             }),
             ConfigError::NothingToCollect
         );
-        for mode in ["none", "simplified", "templates", "full"] {
-            let c = EbpfConfig {
-                demangle: mode.into(),
-                ..EbpfConfig::default()
-            };
-            assert_eq!(c.validate(), Ok(()), "{mode}");
+    }
+
+    #[test]
+    fn deserializes_alloys_names_and_refuses_unknown_ones() {
+        let c: EbpfConfig = serde_json::from_str(
+            r#"{"collect_interval":"1m","sample_rate":49,"pid_cache_size":7,
+                "build_id_cache_size":3,"same_file_cache_size":2,"container_id_cache_size":9,
+                "collect_user_profile":false,"collect_kernel_profile":true,
+                "python_enabled":false,"demangle":"templates"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.collect_interval, Duration::from_secs(60));
+        assert_eq!((c.sample_rate, c.pid_cache_size), (49, 7));
+        assert_eq!(c.demangle, Demangle::Templates);
+        assert!(!c.python_enabled && !c.collect_user_profile);
+        for (json, field) in [
+            (r#"{"forward_to":[]}"#, "forward_to"),
+            (r#"{"targets":[]}"#, "targets"),
+            (r#"{"demangle":"everything"}"#, "everything"),
+            (r#"{"collect_interval":15}"#, "duration"),
+            (r#"{"collect_interval":"15 seconds"}"#, "15 seconds"),
+        ] {
+            let e = serde_json::from_str::<EbpfConfig>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{json}: {e}");
         }
+        let back: EbpfConfig =
+            serde_json::from_str(&serde_json::to_string(&EbpfConfig::default()).unwrap()).unwrap();
+        assert_eq!(back, EbpfConfig::default());
     }
 }

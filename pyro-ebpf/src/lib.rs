@@ -24,7 +24,7 @@
 //!   are still reported) and counted per (target, pid); every `collect_interval` each process
 //!   becomes a `cpu`/`nanoseconds` pprof, the process name as root frame, value = count ×
 //!   period, sent to every receiver in `forward_to`.
-//! - **Python** (`python_enabled`, default true): a matched process running CPython 3.8–3.13
+//! - **Python** (`python_enabled`, default true): a matched process running CPython 3.8–3.15
 //!   (detected by [`pyro_python::detect()`] on its first sample, retried while the interpreter
 //!   starts) gets its `PyProcConfig` in the kernel's `PY_PROCS` map. Its samples then carry the
 //!   running thread's Python frames, walked in BPF (thread pointer → pthread key →
@@ -48,22 +48,23 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use pyro_core::{DynReceiver, Labels, Target};
-//! use pyro_ebpf::{Collector, EbpfConfig};
+//! use pyro_ebpf::{Collector, EbpfConfig, EbpfMetrics};
 //!
-//! # async fn example(receiver: DynReceiver) -> Result<(), pyro_ebpf::Error> {
+//! # async fn example(receiver: DynReceiver) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut registry = prometheus_client::registry::Registry::default();
-//! let config = EbpfConfig {
-//!     targets: vec![Target::new(Labels::from_iter([
+//! let (handle, run) = Collector::builder(EbpfConfig::default())
+//!     .targets(vec![Target::new(Labels::from_iter([
 //!         ("__process_pid__", "1234"),
 //!         ("service_name", "my-app"),
-//!     ]))],
-//!     forward_to: vec![receiver],
-//!     ..EbpfConfig::default()
-//! };
-//! let (handle, run) = Collector::builder(config).registry(&mut registry).build()?;
+//!     ]))])
+//!     .forward_to([receiver])
+//!     .with_metrics(EbpfMetrics::register(&mut registry))
+//!     .build()?;
 //! tokio::spawn(run);
 //! // Later, when discovery finds other processes:
 //! handle.set_targets(vec![]);
+//! // At exit: the last profiles are delivered, then the receivers are shut down.
+//! handle.shutdown(std::time::Instant::now() + std::time::Duration::from_secs(5)).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -74,12 +75,13 @@ mod collector;
 mod config;
 mod metrics;
 mod profiles;
+mod run;
 mod targets;
 
 pub use bpf::{BpfError, KernelCounters};
-pub use collector::{
-    Collector, CollectorBuilder, CollectorHandle, DEFAULT_POLL_INTERVAL, Error, PollStats,
-};
+pub use collector::{Collector, Error, PollStats};
 pub use config::{ConfigError, EbpfConfig, MAX_SAMPLE_RATE};
+pub use metrics::EbpfMetrics;
 pub use pyro_core::cgroup::container_id_from_cgroup;
+pub use run::{CollectorBuilder, CollectorHandle, DEFAULT_POLL_INTERVAL};
 pub use targets::PROFILE_NAME;

@@ -26,9 +26,11 @@ pub(crate) struct StackLabel {
     pub(crate) stack: &'static str,
 }
 
-/// Metrics of one collector. Unregistered (but still counting) unless a registry is given.
+/// Metrics of one collector, registered once with [`EbpfMetrics::register`] and attached with
+/// [`CollectorBuilder::with_metrics`](crate::CollectorBuilder::with_metrics). Without them the
+/// collector still counts, unregistered.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Metrics {
+pub struct EbpfMetrics {
     pub(crate) active_targets: Gauge,
     pub(crate) sessions: Counter,
     pub(crate) sessions_failing: Counter,
@@ -45,8 +47,21 @@ pub(crate) struct Metrics {
     pub(crate) python_frame_errors: Counter,
 }
 
-impl Metrics {
-    pub(crate) fn register(registry: &mut Registry) -> Self {
+pub(crate) use EbpfMetrics as Metrics;
+
+impl EbpfMetrics {
+    /// Creates the metrics and registers them in `registry`: `pyroscope_ebpf_active_targets`,
+    /// `pyroscope_ebpf_profiling_sessions_total`,
+    /// `pyroscope_ebpf_profiling_sessions_failing_total`,
+    /// `pyroscope_ebpf_pprofs_total{service_name}`, `pyroscope_ebpf_pprofs_dropped_total`,
+    /// `pyroscope_ebpf_pprof_bytes_total{service_name}`,
+    /// `pyroscope_ebpf_pprof_samples_total{service_name}`, `pyroscope_ebpf_samples_total`,
+    /// `pyroscope_ebpf_lost_samples_total{reason}`, `pyroscope_ebpf_stack_errors_total{stack}`,
+    /// and for Python `pyroscope_ebpf_python_processes_total` (processes whose Python frames
+    /// are read), `pyroscope_ebpf_python_unsupported_total` (CPython of another version),
+    /// `pyroscope_ebpf_python_detect_errors_total` and `pyroscope_ebpf_python_frame_errors_total`
+    /// (walks that failed in the kernel plus code objects whose names could not be read).
+    pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         registry.register(
             "pyroscope_ebpf_active_targets",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use pyro_core::{Labels, Target};
-use pyro_ebpf::Collector;
+use pyro_ebpf::EbpfConfig;
 
 /// Where to create a cgroup: the cgroup v2 mount if there is one (pure v2 at /sys/fs/cgroup, or
 /// the hybrid layout's /sys/fs/cgroup/unified), else a v1 hierarchy.
@@ -91,7 +91,7 @@ fn container_id_target_matches_only_processes_in_the_container() {
         ("__meta_kubernetes_namespace", "shop"),
         ("__meta_kubernetes_pod_container_name", "cart"),
     ]));
-    let mut collector = Collector::new(&config(vec![target])).unwrap();
+    let mut collector = collector(EbpfConfig::default(), vec![target]);
     inside.go();
     outside.go();
     poll_until(&mut collector, Duration::from_secs(60), || {

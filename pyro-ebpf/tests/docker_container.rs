@@ -12,7 +12,7 @@ use common::*;
 use futures_util::StreamExt;
 use pyro_core::Discoverer;
 use pyro_discovery::docker::{DockerConfig, DockerDiscoverer};
-use pyro_ebpf::Collector;
+use pyro_ebpf::EbpfConfig;
 
 fn docker_host() -> Option<String> {
     let host = std::env::var("PYRO_DOCKER_HOST")
@@ -139,7 +139,7 @@ fn busy_container_is_profiled_under_its_name() {
         Some(container.id.as_str())
     );
 
-    let mut collector = Collector::new(&config(targets)).unwrap();
+    let mut collector = collector(EbpfConfig::default(), targets);
     let mut outside = Workload::spawn(&outside_bin, &["2"]);
     outside.go();
     let running = || {

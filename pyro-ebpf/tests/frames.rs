@@ -58,12 +58,14 @@ fn kernel_and_user_frames_follow_the_switches() {
     let mut workload = Workload::spawn(&bin, &["4"]);
     let pid = workload.pid();
     let with = |user: bool, kernel: bool| {
-        Collector::new(&EbpfConfig {
-            collect_user_profile: user,
-            collect_kernel_profile: kernel,
-            ..config(vec![pid_target(pid, "syscalls")])
-        })
-        .unwrap()
+        collector(
+            EbpfConfig {
+                collect_user_profile: user,
+                collect_kernel_profile: kernel,
+                ..EbpfConfig::default()
+            },
+            vec![pid_target(pid, "syscalls")],
+        )
     };
     let mut both = with(true, true);
     let mut user_only = with(true, false);

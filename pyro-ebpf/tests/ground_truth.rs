@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use pyro_ebpf::Collector;
+use pyro_ebpf::EbpfConfig;
 
 const WORKLOAD: &str = r#"
 #include <stdio.h>
@@ -69,7 +69,7 @@ fn leaf_shares_paths_and_sample_count_match_the_truth() {
     };
     let mut workload = Workload::spawn(&bin, &["20"]);
     let pid = workload.pid();
-    let mut collector = Collector::new(&config(vec![pid_target(pid, "ground-truth")])).unwrap();
+    let mut collector = collector(EbpfConfig::default(), vec![pid_target(pid, "ground-truth")]);
     workload.go();
     poll_until(&mut collector, Duration::from_secs(60), || {
         workload.exited()

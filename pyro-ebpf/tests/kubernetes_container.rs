@@ -14,7 +14,7 @@ use common::*;
 use futures_util::StreamExt;
 use pyro_core::Discoverer;
 use pyro_discovery::kubernetes::{KubernetesConfig, KubernetesDiscoverer};
-use pyro_ebpf::Collector;
+use pyro_ebpf::EbpfConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn containerd_socket() -> Option<PathBuf> {
@@ -220,7 +220,7 @@ fn pod_container_in_kubepods_cgroup_is_profiled() {
     });
     assert_eq!(targets.len(), 1);
 
-    let mut collector = Collector::new(&config(targets)).unwrap();
+    let mut collector = collector(EbpfConfig::default(), targets);
     let running = || {
         run(Command::new("ctr").args(&ctr).args(["tasks", "ls"]))
             .lines()

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use pyro_ebpf::Collector;
+use pyro_ebpf::EbpfConfig;
 
 #[test]
 fn binary_visible_only_in_a_private_mount_namespace_is_symbolized() {
@@ -54,7 +54,7 @@ fn binary_visible_only_in_a_private_mount_namespace_is_symbolized() {
         "the binary is visible outside the namespace"
     );
 
-    let mut collector = Collector::new(&config(vec![pid_target(pid, "namespaced")])).unwrap();
+    let mut collector = collector(EbpfConfig::default(), vec![pid_target(pid, "namespaced")]);
     workload.go();
     poll_until(&mut collector, Duration::from_secs(60), || {
         workload.exited()

@@ -5,7 +5,10 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How much of a mangled name to keep, as Alloy's `demangle` argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Demangle {
     /// Raw symbol names (Alloy's default).
     #[default]

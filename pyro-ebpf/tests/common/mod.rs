@@ -169,12 +169,11 @@ fn rand_suffix() -> u128 {
         .as_nanos()
 }
 
-/// A config with these targets and the default rate.
-pub(crate) fn config(targets: Vec<Target>) -> EbpfConfig {
-    EbpfConfig {
-        targets,
-        ..EbpfConfig::default()
-    }
+/// A collector driven by hand with `config`, profiling `targets`.
+pub(crate) fn collector(config: EbpfConfig, targets: Vec<Target>) -> pyro_ebpf::Collector {
+    let mut c = pyro_ebpf::Collector::new(&config).expect("load the collector (root?)");
+    c.set_targets(&targets);
+    c
 }
 
 /// A receiver that keeps every profile it gets.

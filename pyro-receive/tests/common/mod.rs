@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pyro_core::{AppendError, DynReceiver, Profile, Receiver};
-use pyro_receive::{Config, ReceiveMetrics, ServeError, Server, ServerHandle};
+use pyro_receive::{HttpConfig, ReceiveConfig, ReceiveMetrics, ServeError, Server, ServerHandle};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -79,15 +79,18 @@ pub struct Running {
     pub base: String,
 }
 
-pub fn loopback(config: Config) -> Config {
-    Config {
-        listen_address: "127.0.0.1".into(),
-        listen_port: 0,
+pub fn loopback(config: ReceiveConfig) -> ReceiveConfig {
+    ReceiveConfig {
+        http: HttpConfig {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 0,
+            ..config.http
+        },
         ..config
     }
 }
 
-pub fn start_with(config: Config, collect: Collect, metrics: ReceiveMetrics) -> Running {
+pub fn start_with(config: ReceiveConfig, collect: Collect, metrics: ReceiveMetrics) -> Running {
     let collect = Arc::new(collect);
     let (handle, serve) = Server::new(loopback(config), vec![collect.clone() as DynReceiver])
         .with_metrics(metrics)
@@ -104,7 +107,7 @@ pub fn start_with(config: Config, collect: Collect, metrics: ReceiveMetrics) -> 
 
 pub fn start() -> Running {
     start_with(
-        Config::default(),
+        ReceiveConfig::default(),
         Collect::default(),
         ReceiveMetrics::default(),
     )
