@@ -35,8 +35,10 @@
 /// (`docker-`, `cri-containerd-`, `crio-`, `libpod-`, …).
 ///
 /// This is Alloy's rule (`^.*/(?:.*-)?([0-9a-f]{64})(?:\.|\s*$)`, first matching line) widened
-/// where Alloy misses real layouts — a `…/libpod-<id>.scope/container` process gets no id in
-/// Alloy — and narrowed in one place: the runtime's monitor processes (`crio-conmon-<id>.scope`,
+/// where Alloy misses real layouts — a process in a sub-cgroup of a cgroupfs-driver container
+/// (`/docker/<id>/init`, `/kubepods/…/pod<uid>/<id>/container`) gets no id in Alloy, whose rule
+/// needs a `.` or the end right after the id, and of nested containers Alloy takes whichever id
+/// its greedy `.*` reaches first — and narrowed in one place: the runtime's monitor processes (`crio-conmon-<id>.scope`,
 /// `libpod-conmon-<id>.scope`) run outside the container and are not given its id, where Alloy
 /// would profile conmon under the container's name.
 ///
@@ -128,6 +130,8 @@ mod tests {
         // A container running systemd (`--cgroupns=private`, `/sbin/init`) moves its
         // processes below its own cgroup.
         let v2_nested = format!("0::/system.slice/docker-{ID}.scope/init.scope\n");
+        // The same under the cgroupfs driver (Alloy's rule gives no id here).
+        let cgroupfs_nested = format!("0::/docker/{ID}/init\n");
         // Go's `\s*$` in Alloy's rule tolerates trailing blanks; so do we.
         let trailing = format!("0::/docker/{ID}  \n");
         for f in [
