@@ -1,4 +1,4 @@
-//! `discovery.relabel`: Prometheus relabelling rules on any [`Labels`] — discovered targets and
+//! `discovery.relabel`: Prometheus relabelling rules on any [`Labels`](pyro_core::Labels) — discovered targets and
 //! profile labels alike.
 //!
 //! A [`RelabelConfig`] is plain data with Alloy's field names and defaults (serde-deserializable

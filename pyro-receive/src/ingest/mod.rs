@@ -4,7 +4,7 @@
 //! Supported bodies: pprof (raw, gzip or plain; or `multipart/form-data` with a `profile` part
 //! and an optional `sample_type_config` part) and the text formats `folded` (`a;b;c 12` per
 //! line, the default) and `lines` (one stack per line, identical lines counted), which are
-//! converted to pprof with [`ProfileBuilder`]. `trie`, `tree`, `jfr` and `speedscope` are
+//! converted to pprof with [`ProfileBuilder`](pyro_core::pprof::ProfileBuilder). `trie`, `tree`, `jfr` and `speedscope` are
 //! refused with 415, any other `format` with 400.
 
 use std::collections::HashMap;

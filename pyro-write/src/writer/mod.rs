@@ -65,7 +65,7 @@ pub struct EndpointStats {
 /// exponential backoff ([`RetryPolicy`]). A profile holds its place in the queue until it is
 /// delivered or dropped, so the limits bound the memory an endpoint can hold however long it is
 /// down. When a queue is full, `append` waits up to the configured time for room or fails fast
-/// ([`FullPolicy`]); either way the drop is counted (`reason="queue_full"`) and reported: the
+/// ([`FullPolicy`](crate::FullPolicy)); either way the drop is counted (`reason="queue_full"`) and reported: the
 /// append fails with [`AppendError::ResourceExhausted`] naming the endpoints that dropped it.
 /// The other endpoints still have it queued, so a caller that resends it duplicates it there.
 ///
