@@ -140,6 +140,7 @@ mod tests {
             v2_systemd,
             v2_cgroupfs,
             v2_nested,
+            cgroupfs_nested,
             trailing,
         ] {
             assert_eq!(id_of(&f), Some(ID), "{f}");
