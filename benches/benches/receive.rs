@@ -20,7 +20,7 @@ use pyro_core::pprof::DEFAULT_MAX_DECODED_SIZE;
 use pyro_core::pprof::{ProfileBuilder, encode_gzip};
 use pyro_core::{AppendError, DynReceiver, Labels, Profile, Receiver};
 use pyro_receive::push::{PushEncoding, PushRequest, parse_push};
-use pyro_receive::{Config, Server};
+use pyro_receive::{HttpConfig, ReceiveConfig, Server};
 
 #[derive(Debug, Default)]
 struct Count(AtomicU64);
@@ -92,10 +92,13 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let count = Arc::new(Count::default());
-    let config = Config {
-        listen_address: "127.0.0.1".into(),
-        listen_port: 0,
-        ..Config::default()
+    let config = ReceiveConfig {
+        http: HttpConfig {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 0,
+            ..HttpConfig::default()
+        },
+        ..ReceiveConfig::default()
     };
     let (handle, serve) = Server::new(config, vec![count.clone() as DynReceiver])
         .bind()
@@ -183,7 +186,7 @@ fn bench(c: &mut Criterion) {
             .unwrap_or_default()
             .trim()
     );
-    handle.shutdown();
+    handle.stop();
     rt.block_on(server).unwrap().unwrap();
     eprintln!("profiles received: {}", count.0.load(Ordering::Relaxed));
 }

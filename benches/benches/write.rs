@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pyro_core::pprof::{ProfileBuilder, encode_gzip};
 use pyro_core::{Labels, Profile, Receiver};
-use pyro_write::{AppendMode, Compression, EndpointConfig, PushSink, WriteMetrics, Writer};
+use pyro_write::{AppendMode, Compression, EndpointConfig, PushSink, Writer};
 
 /// A loopback server on its own thread and runtime that counts requests and answers 200.
 fn server() -> (SocketAddr, Arc<AtomicU64>) {
@@ -131,7 +131,7 @@ fn bench(c: &mut Criterion) {
                 endpoints: vec![endpoint(addr, compression)],
                 ..Default::default()
             };
-            Writer::new(config, WriteMetrics::default()).unwrap()
+            Writer::builder(config).spawn().unwrap()
         });
         // Throughput: append n profiles (queued; default concurrency 8) and wait until the
         // server has received them all.
@@ -150,7 +150,7 @@ fn bench(c: &mut Criterion) {
                 })
             });
         });
-        rt.block_on(writer.shutdown(Duration::from_secs(5)));
+        let _ = rt.block_on(writer.shutdown(std::time::Instant::now() + Duration::from_secs(5)));
     }
     group.finish();
 
@@ -163,7 +163,7 @@ fn bench(c: &mut Criterion) {
             append_mode: AppendMode::WaitForDelivery,
             ..Default::default()
         };
-        let writer = Writer::new(config, WriteMetrics::default()).unwrap();
+        let writer = Writer::builder(config).spawn().unwrap();
         let sink = PushSink::new(&endpoint(addr, Compression::Auto)).unwrap();
         let body = sink.encode_body(&profile);
         let bare: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -211,7 +211,7 @@ fn bench(c: &mut Criterion) {
         w50.saturating_sub(h50),
         w99.saturating_sub(h99)
     );
-    rt.block_on(writer.shutdown(Duration::from_secs(5)));
+    let _ = rt.block_on(writer.shutdown(std::time::Instant::now() + Duration::from_secs(5)));
 }
 
 criterion_group!(benches, bench);

@@ -7,10 +7,10 @@
 //! 2. reserves a [`SampleRecord`] in the `EVENTS` ring buffer (a full buffer is counted as a lost
 //!    sample), and captures the user and kernel stacks straight into it with `bpf_get_stack`, so
 //!    no stack is ever lost to stack-map hash collisions;
-//! 3. for a process user space put into `PY_PROCS` (CPython 3.8–3.13, `python_enabled`), reserves
+//! 3. for a process user space put into `PY_PROCS` (CPython 3.8–3.15, `python_enabled`), reserves
 //!    a [`PySampleRecord`] instead and walks the thread's Python frames into it (see
 //!    [`walk_python`]): the running thread's `PyThreadState` through the thread pointer and the
-//!    interpreter's pthread key, then at most [`MAX_PYTHON_FRAMES`] frames, one code object
+//!    interpreter's pthread key (3.15: a static TLS variable at a fixed offset from it), then at most [`MAX_PYTHON_FRAMES`] frames, one code object
 //!    address each;
 //! 4. submits it without waking the reader: user space polls on a timer.
 //!
@@ -30,7 +30,7 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_pro
 use aya_ebpf::macros::{map, perf_event};
 use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::PerfEventContext;
-use pyro_ebpf_common::python::{FrameModel, MAX_PYTHON_FRAMES, PyProcConfig};
+use pyro_ebpf_common::python::{FrameModel, MAX_PYTHON_FRAMES, NONE, PyProcConfig};
 use pyro_ebpf_common::{
     COMM_LEN, Counter, FLAG_KERNEL_STACK_ERROR, FLAG_USER_STACK_ERROR, MAX_STACK_DEPTH,
     PIDS_MAP_SIZE, PY_FLAG_FRAME_ERROR, PY_FLAG_NO_KEY, PY_FLAG_NO_THREAD_STATE,
@@ -220,7 +220,8 @@ unsafe fn raw_user(dst: *mut u64, addr: u64) {
 ///
 /// Bound: one loop of [`MAX_PYTHON_FRAMES`] (128) steps with a constant trip count, which the
 /// verifier accepts (bounded loops, kernel 5.3+). 3.12+ C-stack shim frames count toward the
-/// steps but are not reported. Per step 2 or 3 `bpf_probe_read_user` of 8 bytes or less
+/// steps but are not reported (frames whose `owner` is `owner_incomplete` or above: C-stack
+/// shims, 3.14+'s interpreter base frames). Per step 2 or 3 `bpf_probe_read_user` of 8 bytes or less
 /// (`previous`, `owner` on 3.12+, `f_code`), plus 2 before 3.11 (`localsplus[0]` and its
 /// `ob_type`, for the class of methods); no strings are read here. The frame count and the
 /// flags live in the record (volatile accesses), not in registers, so that the verifier's
@@ -246,7 +247,7 @@ unsafe fn walk_python(cfg: &PyProcConfig, rec: *mut PySampleRecord) {
             }
         };
         let o = &cfg.offsets;
-        let skip_shims = o.owner_cstack != 0xff;
+        let skip_shims = o.owner_incomplete != 0xff;
         // Before 3.11 the class of a method comes from its first argument (as pyperf).
         let read_args = o.frame_model == FrameModel::FrameObject as u8;
         for _ in 0..MAX_PYTHON_FRAMES {
@@ -263,12 +264,14 @@ unsafe fn walk_python(cfg: &PyProcConfig, rec: *mut PySampleRecord) {
             };
             if skip_shims {
                 let owner = user::<u8>(frame + u64::from(o.frame_owner)).unwrap_or(0);
-                if owner == o.owner_cstack {
+                if owner >= o.owner_incomplete {
                     frame = back;
                     continue;
                 }
             }
-            let code = user::<u64>(frame + u64::from(o.frame_code)).unwrap_or(0);
+            // 3.14+: a `_PyStackRef`, whose low bits are tags.
+            let code = user::<u64>(frame + u64::from(o.frame_code)).unwrap_or(0)
+                & !u64::from(o.frame_code_tag_bits);
             if code == 0 {
                 core::ptr::write_volatile(
                     flags,
@@ -315,14 +318,13 @@ fn top_frame(cfg: &PyProcConfig) -> Result<u64, u32> {
     // SAFETY: a checked kernel read.
     let tp = unsafe { bpf_probe_read_kernel((task + tp_offset) as *const u64) }
         .map_err(|_| PY_FLAG_STATE_ERROR)?;
-    // `Py_tss_t { int _is_initialized; pthread_key_t _key; }`
-    let initialised = user::<u32>(cfg.tss_key_addr).ok_or(PY_FLAG_STATE_ERROR)?;
-    let key = user::<u32>(cfg.tss_key_addr + u64::from(o.tss_key)).ok_or(PY_FLAG_STATE_ERROR)?;
-    if initialised == 0 || key >= 32 {
-        return Err(PY_FLAG_NO_KEY);
-    }
-    let tstate =
-        user::<u64>(tp + cfg.tls_key0_data + 16 * u64::from(key)).ok_or(PY_FLAG_STATE_ERROR)?;
+    let tstate = if o.runtime_tss_key == NONE {
+        // 3.15+: `_Py_tss_gilstate`, a static TLS variable at a fixed offset from the thread
+        // pointer (below it on x86_64: the offset wraps).
+        user::<u64>(tp.wrapping_add(cfg.tstate_tls_offset)).ok_or(PY_FLAG_STATE_ERROR)?
+    } else {
+        thread_state_by_key(cfg, tp)?
+    };
     if tstate == 0 {
         return Err(PY_FLAG_NO_THREAD_STATE);
     }
@@ -331,6 +333,20 @@ fn top_frame(cfg: &PyProcConfig) -> Result<u64, u32> {
         return user::<u64>(frame + u64::from(o.cframe_current_frame)).ok_or(PY_FLAG_STATE_ERROR);
     }
     Ok(frame)
+}
+
+/// The `PyThreadState` CPython's pthread key maps the thread at `tp` to (up to 3.14), by
+/// glibc's `struct pthread.specific_1stblock`.
+#[inline(always)]
+fn thread_state_by_key(cfg: &PyProcConfig, tp: u64) -> Result<u64, u32> {
+    let o = &cfg.offsets;
+    // `Py_tss_t { int _is_initialized; pthread_key_t _key; }`
+    let initialised = user::<u32>(cfg.tss_key_addr).ok_or(PY_FLAG_STATE_ERROR)?;
+    let key = user::<u32>(cfg.tss_key_addr + u64::from(o.tss_key)).ok_or(PY_FLAG_STATE_ERROR)?;
+    if initialised == 0 || key >= 32 {
+        return Err(PY_FLAG_NO_KEY);
+    }
+    user::<u64>(tp + cfg.tls_key0_data + 16 * u64::from(key)).ok_or(PY_FLAG_STATE_ERROR)
 }
 
 #[cfg(not(test))]

@@ -7,91 +7,90 @@
 //! cargo run --release -p pyro-examples --example profile_host -- --out profiles \
 //!     [--duration 15s] [--sample-rate 97]
 //! go tool pprof -top profiles/<service>.process_cpu.<time>-<n>.pb.gz
+//! go tool pprof -tags profiles/<service>.process_cpu.<time>-<n>.pb.gz   # its labels
 //! ```
 //!
-//! The pipeline, as Alloy would write it: `discovery.process` → `discovery.relabel` (service
-//! name = executable name) → `pyroscope.ebpf` → a directory instead of `pyroscope.write`.
+//! `--help` lists the flags. The pipeline, as Alloy would write it: `discovery.process` →
+//! `discovery.relabel` (service name = executable name) → `pyroscope.ebpf` → a directory
+//! instead of `pyroscope.write`.
 
 use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pyro_discovery::process::{ProcessDiscoveryConfig, scan};
-use pyro_discovery::relabel::{RelabelConfig, RelabelRules, relabel_targets};
+use clap::Parser;
+use pyro_core::config::parse_duration;
+use pyro_core::{DynReceiver, feed};
+use pyro_discovery::process::{ProcessDiscoverer, ProcessDiscoveryConfig};
+use pyro_discovery::relabel::{RelabelDiscoverer, RelabelRules};
 use pyro_ebpf::{Collector, EbpfConfig};
-use pyro_examples::{Args, init_tracing};
-use pyro_file::FileSink;
+use pyro_examples::pipelines::service_name_from_exe;
+use pyro_examples::{PrintWritten, exit_code, init_tracing, wait_with_progress};
 
-fn main() -> Result<(), Box<dyn Error>> {
+/// Profiles every process on this host with eBPF (needs root) and writes one gzipped pprof
+/// and one SVG flame graph per process into a directory.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Directory to write the profiles into (created if missing).
+    #[arg(long, default_value = "profiles")]
+    out: PathBuf,
+    /// How long to profile, in Go syntax ("15s", "1m30s").
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Samples per second on each CPU.
+    #[arg(long, default_value_t = 97, value_parser = clap::value_parser!(u32).range(1..))]
+    sample_rate: u32,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
     init_tracing();
-    let args = Args::from_env();
-    let out = args.value("--out").unwrap_or("profiles").to_owned();
-    let duration = args.duration("--duration", Duration::from_secs(15))?;
-    let sample_rate: u32 = args.value("--sample-rate").unwrap_or("97").parse()?;
+    exit_code(run(cli).await)
+}
 
-    // discovery.process + discovery.relabel: every process is a target, named after its
-    // executable (`/usr/bin/python3.11` → `python3.11`).
-    let rules = RelabelRules::new(&[RelabelConfig {
-        source_labels: vec!["__meta_process_exe".into()],
-        regex: ".*/(.*)".into(),
-        target_label: "service_name".into(),
-        ..RelabelConfig::default()
-    }])?;
-    let discovery = ProcessDiscoveryConfig::default();
-    let discover =
-        || -> Result<_, Box<dyn Error>> { Ok(relabel_targets(&rules, scan(&discovery)?)) };
-
-    // pyroscope.ebpf: load the BPF program on every CPU and match samples to the targets.
-    let config = EbpfConfig {
+async fn run(cli: Cli) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let Cli {
+        out,
+        duration,
         sample_rate,
+    } = cli;
+    // The output: each profile as .pb.gz + .svg in `out`, each path printed.
+    let files = Arc::new(PrintWritten::new(&out));
+    // pyroscope.ebpf, forwarding to the directory. Its one collection is the last one, at
+    // shutdown: the interval is longer than the run.
+    let (collector, run) = Collector::builder(EbpfConfig {
+        sample_rate,
+        collect_interval: duration + Duration::from_secs(60),
         ..EbpfConfig::default()
-    };
-    let mut collector = Collector::new(&config)?;
-    let targets = discover()?;
-    collector.set_targets(&targets);
-    eprintln!(
-        "profiling {} processes at {sample_rate} Hz for {duration:?}",
-        targets.len()
+    })
+    .forward_to([files.clone() as DynReceiver])
+    .build()?;
+    tokio::spawn(run);
+    // discovery.process (rescanned every 5 s) + discovery.relabel: every process is a target,
+    // named after its executable (`/usr/bin/python3.11` → `python3.11`).
+    let discovery = RelabelDiscoverer::new(
+        ProcessDiscoverer::new(ProcessDiscoveryConfig {
+            refresh_interval: Duration::from_secs(5),
+            ..ProcessDiscoveryConfig::default()
+        }),
+        RelabelRules::new(&service_name_from_exe())?,
     );
-
-    // Drain the kernel's samples every 100 ms; look for new processes every 5 s.
-    let start = Instant::now();
-    let (mut last_scan, mut last_report) = (start, start);
-    let mut samples = 0;
-    while start.elapsed() < duration {
-        std::thread::sleep(Duration::from_millis(100));
-        samples += collector.poll().samples;
-        if last_scan.elapsed() >= Duration::from_secs(5) {
-            collector.set_targets(&discover()?);
-            last_scan = Instant::now();
-        }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            eprintln!(
-                "[{:>3}s/{}s] {samples} samples",
-                start.elapsed().as_secs(),
-                duration.as_secs()
-            );
-            last_report = Instant::now();
-        }
-    }
-
-    // One pprof per process, written as .pb.gz + .svg.
-    let sink = FileSink::new(&out)?;
-    let profiles = collector.collect();
-    for profile in &profiles {
-        let written = sink.write(profile)?;
-        println!(
-            "{}{}",
-            written.pprof.display(),
-            written
-                .svg
-                .map(|s| format!(" {}", s.display()))
-                .unwrap_or_default()
-        );
-    }
-    if profiles.is_empty() {
-        eprintln!("no process ran on a CPU while profiling (an idle host): nothing to write");
-    } else {
-        eprintln!("wrote {} profiles to {out}/", profiles.len());
+    let (feed, run) = feed(&discovery, [Arc::new(collector.clone()) as _]);
+    tokio::spawn(run);
+    eprintln!("profiling every process at {sample_rate} Hz for {duration:?}");
+    wait_with_progress("profiling", duration, Duration::from_secs(1)).await;
+    // Stop discovery; the collector delivers what it sampled, then the directory is complete.
+    feed.stop();
+    collector
+        .shutdown(Instant::now() + Duration::from_secs(60))
+        .await?;
+    match files.count() {
+        0 => eprintln!("no process ran on a CPU while profiling (an idle host): nothing to write"),
+        n => eprintln!("wrote {n} profiles to {}/", out.display()),
     }
     Ok(())
 }

@@ -18,8 +18,8 @@
 //! Each profile is matched by `pid` to a discovered process and gains `process_exe` and
 //! `process_cwd`. Profiles without a `pid` tag, or from a process not (yet) discovered, pass
 //! through unchanged. No root needed (but as another user, other users' processes cannot be
-//! read). Without `--duration` it runs until Ctrl-C, printing a progress line every 5 s. The
-//! same pipeline in Alloy's configuration language:
+//! read). `--help` lists the flags. Without `--duration` it runs until Ctrl-C, printing a
+//! progress line every 5 s. The same pipeline in Alloy's configuration language:
 //!
 //! ```text
 //! discovery.process "all" { refresh_interval = "10s" }
@@ -54,40 +54,69 @@
 //! same code with the Python SDK as the client.
 
 use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use prometheus_client::registry::Registry;
+use pyro_core::config::parse_duration;
 use pyro_discovery::process::ProcessDiscoveryConfig;
 use pyro_examples::pipelines::{
     Output, ReceiveEnrichWrite, enrich_by_pid, process_metadata_rules, write_to,
 };
-use pyro_examples::{Args, init_tracing, wait_with_status};
+use pyro_examples::{exit_code, init_tracing, stop_and_report, wait_with_status};
+
+/// Receives profiles pushed by Pyroscope SDKs, adds the metadata of the process that sent
+/// them (matched by their `pid` tag) and writes them to Pyroscope or to a directory.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Pyroscope to write to, e.g. http://localhost:4040.
+    #[arg(long, required_unless_present = "out", conflicts_with = "out")]
+    url: Option<String>,
+    /// Directory to write .pb.gz + .svg files into instead.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// pyroscope.receive_http `listen_port` (all interfaces).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// discovery.process `refresh_interval`: how often /proc is rescanned.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    refresh: Duration,
+    /// Stop after this long, in Go syntax ("1m", "30s"); without it, run until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    exit_code(run(cli))
+}
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
-    init_tracing();
-    let args = Args::from_env();
-    // Where enriched profiles go: Pyroscope, or a directory of .pb.gz + .svg files.
-    let output = match (args.value("--url"), args.value("--out")) {
-        (Some(url), None) => Output::Write(write_to(url)),
-        (None, Some(dir)) => Output::Directory(dir.into()),
-        _ => {
-            return Err("usage: receive_enrich_write (--url URL | --out DIR) [--port 8080]".into());
-        }
+async fn run(cli: Cli) -> Result<(), Box<dyn Error + Send + Sync>> {
+    // Where enriched profiles go: Pyroscope, or a directory of .pb.gz + .svg files (clap has
+    // checked that exactly one is given).
+    let output = match (cli.url, cli.out) {
+        (Some(url), _) => Output::Write(write_to(&url)),
+        (None, Some(dir)) => Output::Directory(dir),
+        (None, None) => return Err("give --url or --out".into()),
     };
-    let duration = match args.value("--duration") {
-        Some(_) => Some(args.duration("--duration", Duration::ZERO)?),
-        None => None,
-    };
+    let duration = cli.duration;
 
     // pyroscope.receive_http: Alloy's defaults (all interfaces, port 8080).
-    let receive = pyro_receive::Config {
-        listen_port: args.value("--port").unwrap_or("8080").parse()?,
-        ..pyro_receive::Config::default()
+    let receive = pyro_receive::ReceiveConfig {
+        http: pyro_receive::HttpConfig {
+            listen_port: cli.port,
+            ..pyro_receive::HttpConfig::default()
+        },
+        ..pyro_receive::ReceiveConfig::default()
     };
     // discovery.process: SDK processes started after a scan are enriched from the next one.
     let discovery = ProcessDiscoveryConfig {
-        refresh_interval: args.duration("--refresh", Duration::from_secs(10))?,
+        refresh_interval: cli.refresh,
         ..ProcessDiscoveryConfig::default()
     };
     let mut registry = Registry::default();
@@ -120,16 +149,12 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     })
     .await;
 
-    eprintln!("stopping: finishing requests in flight and flushing the output…");
-    let clean = pipeline.shutdown(Duration::from_secs(10)).await;
-    eprintln!(
-        "done: {} written to {to}{}",
-        sent.summary(),
-        if clean {
-            ""
-        } else {
-            " (not everything was delivered; see the log)"
-        }
-    );
+    stop_and_report(
+        "finishing requests in flight and flushing the output",
+        pipeline.shutdown(std::time::Instant::now() + Duration::from_secs(10)),
+        || sent.summary(),
+        &format!("written to {to}"),
+    )
+    .await;
     Ok(())
 }

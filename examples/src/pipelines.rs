@@ -8,34 +8,37 @@
 //!   `receive_enrich_write`).
 //!
 //! Each `start` builds the stages back to front (the writer first, since every stage forwards
-//! to the next one), spawns the futures the crates hand out on the current tokio runtime and
-//! returns a value whose `shutdown` stops them front to back, so that nothing in flight is lost.
+//! to the next one) and spawns the futures the crates hand out on the current tokio runtime.
+//! Shutting a pipeline down is one call on its first stage: every stage delivers what it holds
+//! and passes `shutdown` on to the next ([`pyro_core::lifecycle`]), so nothing in flight is lost
+//! and no stage needs hand-written sequencing.
 
 use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::Instant;
 
-use futures_util::StreamExt;
 use prometheus_client::registry::Registry;
+use pyro_core::discoverer::{FeedHandle, feed};
 use pyro_core::{
-    AppendError, Discoverer, DynReceiver, Profile, Receiver, SinkReceiver, async_trait,
+    AppendError, DynReceiver, LifecycleError, Profile, Receiver, SinkReceiver, async_trait,
 };
 use pyro_discovery::process::{ProcessDiscoverer, ProcessDiscoveryConfig};
 use pyro_discovery::relabel::{Action, RelabelConfig, RelabelDiscoverer, RelabelRules};
 use pyro_ebpf::{Collector, CollectorHandle, EbpfConfig, EbpfMetrics};
 use pyro_enrich::{EnrichConfig, EnrichMetrics, Enricher};
 use pyro_file::FileSink;
-use pyro_receive::{ReceiveMetrics, ServeError, Server, ServerHandle};
+use pyro_receive::{ReceiveMetrics, Server, ServerHandle};
 use pyro_write::{EndpointConfig, WriteMetrics, Writer, WriterConfig};
-use tokio::task::JoinHandle;
 
 /// Errors of these helpers: whatever a stage reports when it is built.
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// `discovery.relabel` rules naming each process after its executable:
-/// `__meta_process_exe="/usr/bin/python3.11"` → `service_name="python3.11"`.
+/// `__meta_process_exe="/usr/bin/python3.11"` → `service_name="python3.11"`. A process whose
+/// binary was replaced or removed after it started has `__meta_process_exe` =
+/// `"<path> (deleted)"` (as in Alloy); it is named after the binary all the same.
 ///
 /// ```
 /// use pyro_core::Labels;
@@ -44,11 +47,13 @@ pub type BoxError = Box<dyn Error + Send + Sync>;
 /// let rules = RelabelRules::new(&pyro_examples::pipelines::service_name_from_exe()).unwrap();
 /// let out = rules.apply(Labels::from_iter([("__meta_process_exe", "/usr/sbin/nginx")])).unwrap();
 /// assert_eq!(out.get("service_name"), Some("nginx"));
+/// let out = rules.apply(Labels::from_iter([("__meta_process_exe", "/usr/sbin/nginx (deleted)")])).unwrap();
+/// assert_eq!(out.get("service_name"), Some("nginx"));
 /// ```
 pub fn service_name_from_exe() -> Vec<RelabelConfig> {
     vec![RelabelConfig {
         source_labels: vec!["__meta_process_exe".into()],
-        regex: ".*/(.*)".into(),
+        regex: r".*/(.*?)(?: \(deleted\))?".into(),
         target_label: "service_name".into(),
         ..RelabelConfig::default()
     }]
@@ -174,6 +179,14 @@ impl Receiver for Counting {
             }
         }
     }
+
+    async fn flush(&self, deadline: Instant) -> Result<(), LifecycleError> {
+        self.next.flush(deadline).await
+    }
+
+    async fn shutdown(&self, deadline: Instant) -> Result<(), LifecycleError> {
+        self.next.shutdown(deadline).await
+    }
 }
 
 /// Process discovery followed by relabelling: the target stream both pipelines consume.
@@ -194,16 +207,15 @@ pub struct EbpfToPyroscope {
     pub sent: Arc<Counting>,
     /// The writer, for [`Writer::stats`].
     pub writer: Arc<Writer>,
-    handle: CollectorHandle,
-    feeder: JoinHandle<()>,
-    collector: JoinHandle<()>,
+    /// The collector: the pipeline's first stage.
+    pub collector: CollectorHandle,
+    feed: FeedHandle,
 }
 
 impl EbpfToPyroscope {
     /// Starts the pipeline on the current tokio runtime (needs root: it loads the eBPF
-    /// program). `ebpf.targets` and `ebpf.forward_to` are replaced: targets come from
-    /// `discovery` relabelled by `rules`, profiles go to a [`Writer`] for `write`. Metrics of
-    /// every stage are registered in `registry`.
+    /// program). Targets come from `discovery` relabelled by `rules`, profiles go to a
+    /// [`Writer`] for `write`. Metrics of every stage are registered in `registry`.
     pub fn start(
         discovery: ProcessDiscoveryConfig,
         rules: &[RelabelConfig],
@@ -211,44 +223,33 @@ impl EbpfToPyroscope {
         write: WriterConfig,
         registry: &mut Registry,
     ) -> Result<Self, BoxError> {
-        // pyroscope.write
-        let writer = Arc::new(Writer::new(write, WriteMetrics::register(registry))?);
+        let (writer, run) = Writer::builder(write)
+            .with_metrics(WriteMetrics::register(registry))
+            .build()?;
+        tokio::spawn(run);
         let sent = Arc::new(Counting::new(writer.clone()));
-        // pyroscope.ebpf, forwarding to the writer; no targets until discovery reports.
-        let (handle, run) = Collector::builder(ebpf)
+        let (collector, run) = Collector::builder(ebpf)
             .forward_to([sent.clone() as DynReceiver])
             .with_metrics(EbpfMetrics::register(registry))
             .build()?;
-        let collector = tokio::spawn(run);
-        // discovery.process → discovery.relabel → the collector's `targets`.
+        tokio::spawn(run);
         let targets = discover_processes(discovery, rules)?;
-        let feed = handle.clone();
-        let feeder = tokio::spawn(async move {
-            let mut stream = targets.subscribe();
-            while let Some(set) = stream.next().await {
-                tracing::info!(targets = set.len(), "Discovered processes.");
-                feed.set_targets(set);
-            }
-        });
+        let (feed, run) = feed(&targets, [Arc::new(collector.clone()) as _]);
+        tokio::spawn(run);
         Ok(Self {
             sent,
             writer,
-            handle,
-            feeder,
             collector,
+            feed,
         })
     }
 
-    /// Stops discovery, lets the collector send what it sampled since its last collection,
-    /// then flushes the writer within `timeout`. Returns whether everything was delivered.
-    pub async fn shutdown(self, timeout: Duration) -> bool {
-        self.feeder.abort();
-        let _ = self.feeder.await;
-        // The collector's run future ends when its last handle is dropped, after one last
-        // collection.
-        drop(self.handle);
-        let _ = self.collector.await;
-        Writer::shutdown(&self.writer, timeout).await
+    /// Stops discovery, then shuts the collector down: it sends what it sampled since its last
+    /// collection and shuts the writer down, which delivers what it holds (all before
+    /// `deadline`).
+    pub async fn shutdown(&self, deadline: Instant) -> Result<(), LifecycleError> {
+        self.feed.stop();
+        self.collector.shutdown(deadline).await
     }
 }
 
@@ -265,69 +266,59 @@ pub enum Output {
 /// directory.
 #[derive(Debug)]
 pub struct ReceiveEnrichWrite {
-    /// The server: its address is [`ServerHandle::local_addr`].
+    /// The server: its address is [`ServerHandle::local_addr`]; the pipeline's first stage.
     pub server: ServerHandle,
     /// The enricher, for its metrics and target count.
     pub enricher: Arc<Enricher>,
     /// Counts what was handed to the output.
     pub sent: Arc<Counting>,
-    writer: Option<Arc<Writer>>,
-    serve: JoinHandle<Result<(), ServeError>>,
-    feeder: JoinHandle<()>,
+    feed: FeedHandle,
 }
 
 impl ReceiveEnrichWrite {
     /// Binds the server and starts the pipeline on the current tokio runtime.
     pub fn start(
-        receive: pyro_receive::Config,
+        receive: pyro_receive::ReceiveConfig,
         discovery: ProcessDiscoveryConfig,
         rules: &[RelabelConfig],
         enrich: EnrichConfig,
         output: Output,
         registry: &mut Registry,
     ) -> Result<Self, BoxError> {
-        // pyroscope.write, or a directory.
-        let (out, writer): (DynReceiver, _) = match output {
+        let out: DynReceiver = match output {
             Output::Write(config) => {
-                let writer = Arc::new(Writer::new(config, WriteMetrics::register(registry))?);
-                (writer.clone(), Some(writer))
+                let (writer, run) = Writer::builder(config)
+                    .with_metrics(WriteMetrics::register(registry))
+                    .build()?;
+                tokio::spawn(run);
+                writer
             }
-            Output::Directory(dir) => (Arc::new(SinkReceiver::new(FileSink::new(dir)?)), None),
+            Output::Directory(dir) => Arc::new(SinkReceiver::new(FileSink::new(dir)?)),
         };
         let sent = Arc::new(Counting::new(out));
-        // pyroscope.enrich, fed by discovery.process → discovery.relabel.
         let enricher = Arc::new(
             Enricher::new(enrich, vec![sent.clone()])?
                 .with_metrics(EnrichMetrics::register(registry)),
         );
         let targets = discover_processes(discovery, rules)?;
-        let feed = enricher.clone();
-        let feeder = tokio::spawn(async move { feed.run_updates(targets.subscribe()).await });
-        // pyroscope.receive_http, forwarding to the enricher.
+        let (feed, run) = feed(&targets, [enricher.clone() as _]);
+        tokio::spawn(run);
         let (server, serve) = Server::new(receive, vec![enricher.clone()])
             .with_metrics(ReceiveMetrics::register(registry))
             .bind()?;
-        let serve = tokio::spawn(serve);
+        tokio::spawn(serve);
         Ok(Self {
             server,
             enricher,
             sent,
-            writer,
-            serve,
-            feeder,
+            feed,
         })
     }
 
-    /// Stops accepting requests and lets those in flight finish, stops discovery, then flushes
-    /// the writer within `timeout`. Returns whether everything was delivered.
-    pub async fn shutdown(self, timeout: Duration) -> bool {
-        self.server.shutdown();
-        let served = matches!(self.serve.await, Ok(Ok(())));
-        self.feeder.abort();
-        let _ = self.feeder.await;
-        match self.writer {
-            Some(writer) => Writer::shutdown(&writer, timeout).await && served,
-            None => served,
-        }
+    /// Stops discovery, then shuts the server down: it answers the requests in flight and shuts
+    /// the enricher and the output down, which deliver what they hold (all before `deadline`).
+    pub async fn shutdown(&self, deadline: Instant) -> Result<(), LifecycleError> {
+        self.feed.stop();
+        self.server.shutdown(deadline).await
     }
 }

@@ -11,13 +11,13 @@
 //!    `process_cwd`; the writer pushes to a second receiver, where the profiles arrive with
 //!    those labels, checked against `/proc` and the directory the test started the program in.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use pyro_core::pprof::{self, DEFAULT_MAX_DECODED_SIZE, FoldedStack};
-use pyro_core::{AppendError, DynReceiver, Profile, Receiver};
+use pyro_core::{DynReceiver, Profile};
 use pyro_discovery::process::ProcessDiscoveryConfig;
 use pyro_ebpf::EbpfConfig;
 use pyro_examples::pipelines::{
@@ -25,60 +25,19 @@ use pyro_examples::pipelines::{
     service_name_from_exe, write_to,
 };
 use pyro_receive::{Server, ServerHandle};
-use tokio::sync::Notify;
-
-/// Stands in for Pyroscope: keeps every profile the receiver hands it.
-#[derive(Debug, Default)]
-struct Collect {
-    profiles: Mutex<Vec<Profile>>,
-    notify: Notify,
-}
-
-#[pyro_core::async_trait]
-impl Receiver for Collect {
-    async fn append(&self, profile: Profile) -> Result<(), AppendError> {
-        self.profiles.lock().unwrap().push(profile);
-        self.notify.notify_waiters();
-        Ok(())
-    }
-}
-
-impl Collect {
-    fn labels_seen(&self) -> Vec<String> {
-        let profiles = self.profiles.lock().unwrap();
-        let mut seen: Vec<String> = profiles.iter().map(|p| p.labels.to_string()).collect();
-        seen.sort();
-        seen.dedup();
-        seen
-    }
-
-    /// The first profile satisfying `pred` within `timeout`.
-    async fn wait_for(
-        &self,
-        timeout: Duration,
-        pred: impl Fn(&Profile) -> bool,
-    ) -> Option<Profile> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.notify.notified();
-            if let Some(p) = self.profiles.lock().unwrap().iter().find(|p| pred(p)) {
-                return Some(p.clone());
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
-            }
-        }
-    }
-}
+use pyro_testkit::Recorder;
 
 /// A `pyro_receive::Server` on a free loopback port, collecting what it receives: the
 /// Pyroscope the pipelines push to.
-fn fake_pyroscope() -> (ServerHandle, Arc<Collect>, String) {
-    let collect = Arc::new(Collect::default());
-    let config = pyro_receive::Config {
-        listen_address: "127.0.0.1".into(),
-        listen_port: 0,
-        ..pyro_receive::Config::default()
+fn fake_pyroscope() -> (ServerHandle, Arc<Recorder>, String) {
+    let collect = Arc::new(Recorder::default());
+    let config = pyro_receive::ReceiveConfig {
+        http: pyro_receive::HttpConfig {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 0,
+            ..pyro_receive::HttpConfig::default()
+        },
+        ..pyro_receive::ReceiveConfig::default()
     };
     let (handle, serve) = Server::new(config, vec![collect.clone() as DynReceiver])
         .bind()
@@ -144,8 +103,11 @@ async fn ebpf_profiles_of_a_busy_process_reach_pyroscope_with_relabelled_labels(
         .wait_for(Duration::from_secs(30), busy_profile)
         .await;
     let sent = pipeline.sent.summary();
-    let delivered = pipeline.shutdown(Duration::from_secs(10)).await;
-    server.shutdown();
+    let delivered = pipeline
+        .shutdown(std::time::Instant::now() + Duration::from_secs(10))
+        .await
+        .is_ok();
+    server.stop();
     let p = got.unwrap_or_else(|| {
         panic!(
             "no profile of pyro_e2e_busy (pid {pid}) arrived; sent {sent}; labels seen: {:#?}",
@@ -189,63 +151,24 @@ async fn ebpf_profiles_of_a_busy_process_reach_pyroscope_with_relabelled_labels(
     );
 }
 
-const PROGRAM: &str = r#"
-import os, time
-import pyroscope
-
-pyroscope.configure(
-    application_name="py.e2e",
-    server_address=os.environ["PYRO_URL"],
-    sample_rate=100,
-    upload_interval=1,
-    tags={"pid": str(os.getpid()), "team": "payments"},
-)
-
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-
-def busy_checkout(seconds):
-    end = time.time() + seconds
-    while time.time() < end:
-        fib(18)
-
-busy_checkout(float(os.environ.get("PYRO_SECONDS", "6")))
-pyroscope.shutdown()
-"#;
-
-/// Whether the Python SDK is installed; skips (or fails under `PYRO_REQUIRE_TOOLS=1`) if not.
-fn python_sdk(python: &Path) -> bool {
-    let probe = std::process::Command::new(python)
-        .args(["-c", "import pyroscope"])
-        .output()
-        .expect("run python3");
-    if probe.status.success() {
-        return true;
-    }
-    assert!(
-        !std::env::var("PYRO_REQUIRE_TOOLS").is_ok_and(|v| v == "1"),
-        "the Python SDK is not installed and PYRO_REQUIRE_TOOLS=1: pip install pyroscope-io==1.4.0\n{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    eprintln!("SKIPPED: the Python SDK is not installed (pip install pyroscope-io==1.4.0)");
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_profiles_are_enriched_with_discovery_labels_and_written() {
     let Some(python) = pyro_testkit::tool("python3") else {
         return;
     };
-    if !python_sdk(&python) {
+    if !pyro_testkit::sdk::python_sdk(&python) {
         return;
     }
     let (server, pyroscope, url) = fake_pyroscope();
     let mut registry = Registry::default();
     let pipeline = ReceiveEnrichWrite::start(
-        pyro_receive::Config {
-            listen_address: "127.0.0.1".into(),
-            listen_port: 0,
-            ..pyro_receive::Config::default()
+        pyro_receive::ReceiveConfig {
+            http: pyro_receive::HttpConfig {
+                listen_address: "127.0.0.1".into(),
+                listen_port: 0,
+                ..pyro_receive::HttpConfig::default()
+            },
+            ..pyro_receive::ReceiveConfig::default()
         },
         ProcessDiscoveryConfig {
             refresh_interval: Duration::from_millis(500),
@@ -263,7 +186,14 @@ async fn sdk_profiles_are_enriched_with_discovery_labels_and_written() {
     let cwd_path: PathBuf = cwd.path().canonicalize().unwrap();
     let child = Child(
         std::process::Command::new(&python)
-            .args(["-c", PROGRAM])
+            .args([
+                "-c",
+                &pyro_testkit::sdk::python_sdk_program(
+                    "py.e2e",
+                    r#"{"pid": str(os.getpid()), "team": "payments"}"#,
+                    6,
+                ),
+            ])
             .current_dir(&cwd_path)
             .env(
                 "PYRO_URL",
@@ -287,8 +217,11 @@ async fn sdk_profiles_are_enriched_with_discovery_labels_and_written() {
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     drop(child);
-    let clean = pipeline.shutdown(Duration::from_secs(10)).await;
-    server.shutdown();
+    let clean = pipeline
+        .shutdown(std::time::Instant::now() + Duration::from_secs(10))
+        .await
+        .is_ok();
+    server.stop();
     let p = got.unwrap_or_else(|| {
         panic!(
             "no enriched profile of pid {pid}; enricher matched {matched}, unmatched {unmatched}; labels seen: {:#?}",

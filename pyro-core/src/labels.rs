@@ -216,7 +216,13 @@ pub fn is_valid_label_name(name: &str) -> bool {
 /// Whether `value` is a valid `__name__`: `[a-zA-Z_][a-zA-Z0-9_]*`. (Prometheus also allows `:`,
 /// but a `:` breaks Pyroscope's profile-type id, so it is refused here.)
 pub fn is_valid_metric_name(value: &str) -> bool {
-    let mut bytes = value.bytes();
+    is_legacy_label_name(value)
+}
+
+/// Whether `name` matches Prometheus' legacy label-name grammar `[a-zA-Z_][a-zA-Z0-9_]*`: the
+/// one grammar behind `__name__` checks and relabelling's legacy name validation.
+pub fn is_legacy_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
     match bytes.next() {
         Some(b) if b.is_ascii_alphabetic() || b == b'_' => {}
         _ => return false,

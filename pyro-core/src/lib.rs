@@ -44,11 +44,13 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod connect;
 pub mod discoverer;
 pub mod fanout;
 pub mod labels;
 pub mod lifecycle;
 pub mod pprof;
+pub mod proc;
 pub mod profile;
 pub mod push;
 pub mod receiver;
@@ -56,11 +58,12 @@ pub mod sink;
 pub mod target;
 
 pub use async_trait::async_trait;
+pub use connect::ConnectCode;
 pub use discoverer::{Discoverer, StaticDiscoverer, TargetConsumer, TargetStream, feed};
 pub use fanout::{Fanout, FanoutMetrics};
 pub use labels::{Label, LabelError, Labels};
 pub use lifecycle::{LifecycleError, SharedShutdown, Stage, StopSignal};
 pub use profile::Profile;
 pub use receiver::{AppendError, AppendErrorKind, BoxError, DynReceiver, Receiver};
-pub use sink::{Sink, SinkError, SinkReceiver};
+pub use sink::{Sink, SinkError, SinkErrorKind, SinkReceiver};
 pub use target::Target;

@@ -6,13 +6,13 @@
 //! chooses; nothing is spawned behind its back, and no constructor needs a runtime.
 //!
 //! **Flushing and stopping** follow opentelemetry-rust's processors and exporters: every
-//! [`Receiver`](crate::Receiver) and every handle has
+//! [`Receiver`] and every handle has
 //!
 //! - `flush(deadline)`: deliver everything accepted so far, waiting at most until `deadline`;
 //! - `shutdown(deadline)`: stop taking new work, deliver what is pending, then pass
 //!   `shutdown(deadline)` on to the stages downstream (`forward_to`), and return when all of it
 //!   is done or the deadline has passed. It is idempotent; afterwards `append` fails with
-//!   [`AppendError::Shutdown`](crate::AppendError::Shutdown).
+//!   [`AppendError::Shutdown`].
 //!
 //! Stages that only forward ([`Fanout`](crate::Fanout), the enricher, relabelling) pass both
 //! calls on to their children, so calling `shutdown` on the *first* stage of a pipeline shuts

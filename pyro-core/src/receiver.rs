@@ -36,12 +36,13 @@ impl AppendErrorKind {
     }
 
     /// The Connect protocol code for this kind (`invalid_argument`, `unavailable`, …).
-    pub fn connect_code(self) -> &'static str {
+    pub fn connect_code(self) -> crate::ConnectCode {
+        use crate::ConnectCode;
         match self {
-            Self::InvalidInput => "invalid_argument",
-            Self::Unavailable | Self::Shutdown => "unavailable",
-            Self::ResourceExhausted => "resource_exhausted",
-            Self::Internal => "internal",
+            Self::InvalidInput => ConnectCode::InvalidArgument,
+            Self::Unavailable | Self::Shutdown => ConnectCode::Unavailable,
+            Self::ResourceExhausted => ConnectCode::ResourceExhausted,
+            Self::Internal => ConnectCode::Internal,
         }
     }
 }
@@ -194,35 +195,27 @@ pub trait Receiver: Send + Sync + fmt::Debug {
     }
 }
 
-#[async_trait]
-impl<R: Receiver + ?Sized> Receiver for Arc<R> {
-    async fn append(&self, profile: Profile) -> Result<(), AppendError> {
-        (**self).append(profile).await
-    }
+/// Smart pointers to a receiver are receivers: every call goes to the pointee.
+macro_rules! forward_receiver {
+    ($($ptr:ident),*) => {$(
+        #[async_trait]
+        impl<R: Receiver + ?Sized> Receiver for $ptr<R> {
+            async fn append(&self, profile: Profile) -> Result<(), AppendError> {
+                (**self).append(profile).await
+            }
 
-    async fn flush(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
-        (**self).flush(deadline).await
-    }
+            async fn flush(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
+                (**self).flush(deadline).await
+            }
 
-    async fn shutdown(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
-        (**self).shutdown(deadline).await
-    }
+            async fn shutdown(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
+                (**self).shutdown(deadline).await
+            }
+        }
+    )*};
 }
 
-#[async_trait]
-impl<R: Receiver + ?Sized> Receiver for Box<R> {
-    async fn append(&self, profile: Profile) -> Result<(), AppendError> {
-        (**self).append(profile).await
-    }
-
-    async fn flush(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
-        (**self).flush(deadline).await
-    }
-
-    async fn shutdown(&self, deadline: std::time::Instant) -> Result<(), LifecycleError> {
-        (**self).shutdown(deadline).await
-    }
-}
+forward_receiver!(Arc, Box);
 
 /// A shared, type-erased receiver: what `forward_to` lists hold.
 pub type DynReceiver = Arc<dyn Receiver>;

@@ -8,19 +8,35 @@ use async_trait::async_trait;
 use crate::profile::Profile;
 use crate::receiver::{AppendError, BoxError, Receiver};
 
-/// Why a [`Sink`] failed to deliver, and whether trying again can help.
+/// What kind of failure a [`SinkError`] is: what the writer in front of the sink does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SinkErrorKind {
+    /// A later attempt may succeed (a timeout, a 503); the destination may have said when.
+    Retryable {
+        /// How long the destination asked us to wait (`Retry-After`).
+        retry_after: Option<Duration>,
+    },
+    /// The destination is rate-limiting us (a 429); retried only if the writer's policy says so.
+    RateLimited {
+        /// How long the destination asked us to wait (`Retry-After`).
+        retry_after: Option<Duration>,
+    },
+    /// The destination refused this profile's content (a 400 on it); sending it again will
+    /// fail again.
+    InvalidInput,
+    /// The destination or its configuration fails whatever we send (a 401, a full disk).
+    Permanent,
+}
+
+/// Why a [`Sink`] failed to deliver, and what trying again can do.
 #[derive(Debug, thiserror::Error)]
 #[error("sink {sink}: {source}")]
 pub struct SinkError {
     /// The sink's name.
     pub sink: String,
-    /// Whether a later attempt can succeed (a timeout, a 503) or not (a 400, a 401).
-    pub retryable: bool,
-    /// Whether the profile itself was refused (a 400 on its content), as opposed to a failure
-    /// of the destination or its configuration (a 401, a full disk).
-    pub invalid_input: bool,
-    /// How long the destination asked us to wait before trying again (`Retry-After`).
-    pub retry_after: Option<Duration>,
+    /// What kind of failure it is.
+    pub kind: SinkErrorKind,
     /// What went wrong.
     #[source]
     pub source: BoxError,
@@ -29,42 +45,78 @@ pub struct SinkError {
 impl SinkError {
     /// A failure that a later attempt may not repeat.
     pub fn retryable(sink: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self {
-            sink: sink.into(),
-            retryable: true,
-            invalid_input: false,
-            retry_after: None,
-            source: source.into(),
-        }
+        Self::new(sink, SinkErrorKind::Retryable { retry_after: None }, source)
+    }
+
+    /// The destination is rate-limiting us, and may have said for how long.
+    pub fn rate_limited(
+        sink: impl Into<String>,
+        retry_after: Option<Duration>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::new(sink, SinkErrorKind::RateLimited { retry_after }, source)
     }
 
     /// A failure of the destination that will repeat whatever we do (bad credentials, say).
     pub fn permanent(sink: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self {
-            retryable: false,
-            ..Self::retryable(sink, source)
-        }
+        Self::new(sink, SinkErrorKind::Permanent, source)
     }
 
     /// The destination refused this profile's content; sending it again will fail again.
     pub fn invalid_input(sink: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::new(sink, SinkErrorKind::InvalidInput, source)
+    }
+
+    /// An error of any kind.
+    pub fn new(sink: impl Into<String>, kind: SinkErrorKind, source: impl Into<BoxError>) -> Self {
         Self {
-            invalid_input: true,
-            ..Self::permanent(sink, source)
+            sink: sink.into(),
+            kind,
+            source: source.into(),
+        }
+    }
+
+    /// Sets how long the destination asked us to wait (for retryable and rate-limited errors).
+    #[must_use]
+    pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
+        match &mut self.kind {
+            SinkErrorKind::Retryable { retry_after }
+            | SinkErrorKind::RateLimited { retry_after } => {
+                *retry_after = after;
+            }
+            SinkErrorKind::InvalidInput | SinkErrorKind::Permanent => {}
+        }
+        self
+    }
+
+    /// Whether a later attempt can succeed (rate limiting included).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            SinkErrorKind::Retryable { .. } | SinkErrorKind::RateLimited { .. }
+        )
+    }
+
+    /// How long the destination asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.kind {
+            SinkErrorKind::Retryable { retry_after }
+            | SinkErrorKind::RateLimited { retry_after } => retry_after,
+            SinkErrorKind::InvalidInput | SinkErrorKind::Permanent => None,
         }
     }
 }
 
 impl From<SinkError> for AppendError {
-    /// Retryable failures are [`AppendError::Unavailable`], refused content is
-    /// [`AppendError::InvalidProfile`], anything else [`AppendError::Internal`].
+    /// Retryable failures are [`AppendError::Unavailable`], rate limiting
+    /// [`AppendError::ResourceExhausted`], refused content [`AppendError::InvalidProfile`],
+    /// anything else [`AppendError::Internal`].
     fn from(e: SinkError) -> Self {
-        if e.retryable {
-            AppendError::Unavailable(Box::new(e))
-        } else if e.invalid_input {
-            AppendError::InvalidProfile(Box::new(e))
-        } else {
-            AppendError::Internal(Box::new(e))
+        match e.kind {
+            SinkErrorKind::Retryable { .. } => AppendError::Unavailable(Box::new(e)),
+            SinkErrorKind::RateLimited { .. } => AppendError::ResourceExhausted(Box::new(e)),
+            SinkErrorKind::InvalidInput => AppendError::InvalidProfile(Box::new(e)),
+            SinkErrorKind::Permanent => AppendError::Internal(Box::new(e)),
         }
     }
 }
@@ -89,13 +141,19 @@ mod tests {
             kind(SinkError::permanent("s", "401")),
             AppendErrorKind::Internal
         );
+        let limited = SinkError::rate_limited("s", Some(Duration::from_secs(3)), "429");
+        assert!(limited.is_retryable());
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(kind(limited), AppendErrorKind::ResourceExhausted);
+        let e = SinkError::invalid_input("s", "400").with_retry_after(Some(Duration::ZERO));
+        assert_eq!(e.retry_after(), None);
     }
 }
 
 /// One destination for profile bytes — a Pyroscope endpoint, a directory. A sink sends what it
 /// is given: label policy (dropping `__meta_*`, external labels) and retries belong to the
 /// receiver in front of it (the Pyroscope writer), which is why a sink reports whether a failure
-/// is [`retryable`](SinkError::retryable) instead of retrying itself.
+/// is [`retryable`](SinkError::is_retryable) instead of retrying itself.
 ///
 /// Object-safe, so a writer can hold `Vec<Arc<dyn Sink>>` chosen at run time. [`SinkReceiver`]
 /// turns a sink into a [`Receiver`] when no retry policy is wanted (a local directory).

@@ -43,6 +43,12 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "docker")]
+pub mod docker;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
+#[cfg(any(feature = "docker", feature = "kubernetes"))]
+mod label_name;
 pub mod process;
 pub mod relabel;
 

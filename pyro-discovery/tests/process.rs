@@ -241,3 +241,49 @@ fn discovers_the_container_id_of_a_process_in_a_container_cgroup() {
     drop(child);
     drop(dir);
 }
+
+/// A process whose binary is deleted, then replaced by a new file at the same path, after it
+/// started: `__meta_process_exe` keeps the kernel's ` (deleted)` suffix, as Alloy's (gopsutil's
+/// plain `readlink`) does, and the documented relabel rule names it after the binary.
+#[test]
+fn a_process_whose_binary_was_deleted_or_replaced() {
+    use pyro_discovery::relabel::{RelabelConfig, RelabelRules, relabel_targets};
+
+    let dir = tempfile::tempdir().unwrap();
+    let exe = fs::canonicalize(dir.path())
+        .unwrap()
+        .join("pyro_gone_sleep");
+    fs::copy(sleep_path(), &exe).unwrap();
+    let child =
+        Reaped(pyro_testkit::spawn(Command::new(&exe).arg("3602").stdout(Stdio::null())).unwrap());
+    let pid = child.0.id();
+    wait_for("exec", || exe_of(pid).as_deref() == Some(exe.as_path()));
+    let rules = RelabelRules::new(&[RelabelConfig {
+        source_labels: vec![LABEL_EXE.into()],
+        regex: r".*/(.*?)(?: \(deleted\))?".into(),
+        target_label: "service_name".into(),
+        ..RelabelConfig::default()
+    }])
+    .unwrap();
+    let deleted = format!("{} (deleted)", exe.display());
+
+    fs::remove_file(&exe).unwrap();
+    // What the kernel itself says, read independently of the scanner.
+    assert_eq!(exe_of(pid), Some(PathBuf::from(&deleted)));
+    let check = || {
+        let targets = scan(&ProcessDiscoveryConfig::default()).unwrap();
+        assert_eq!(
+            find(&targets, pid).labels().get(LABEL_EXE),
+            Some(deleted.as_str())
+        );
+        let named = relabel_targets(&rules, targets);
+        assert_eq!(
+            find(&named, pid).labels().get("service_name"),
+            Some("pyro_gone_sleep")
+        );
+    };
+    check();
+    // A new binary at the old path (an upgrade): the running process still has the old one.
+    fs::copy(sleep_path(), &exe).unwrap();
+    check();
+}

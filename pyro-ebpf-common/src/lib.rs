@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod python;
+pub mod unwind;
 
 use python::MAX_PYTHON_FRAMES;
 

@@ -12,7 +12,8 @@
 //! `Py_TRACE_REFS` and without free threading (`Py_GIL_DISABLED`), which is what distributions
 //! and pyenv build. The header each field comes from is noted on the field; the tags are
 //! `v3.8.18`, `v3.9.18`, `v3.10.13`, `v3.11.7`, `v3.12.1` and `v3.13.0` of CPython (and Debian's
-//! `3.11.2`). The table is one row per minor version: the frame, code and string layouts do not
+//! `3.11.2`; Debian's `3.13.18`, `3.14.10` and `3.15.2` for 3.13–3.15, whose rows were taken from
+//! the DWARF of their `python3.X-dbg` debug files). The table is one row per minor version: the frame, code and string layouts do not
 //! change within a minor; `_PyRuntimeState` and `PyInterpreterState` can (pyperf keeps per-patch
 //! rows for them), which is why the user-space detection checks what it reads before trusting it
 //! (see `pyro_python::detect`). `tests/offsets_dwarf.rs` checks every row against the DWARF of a debug build.
@@ -32,7 +33,7 @@ pub const MAX_CLASS_BYTES: usize = 64;
 /// Bytes read of a file name, **from the end** so that the base name survives long paths.
 pub const MAX_FILE_BYTES: usize = 128;
 
-/// Bits of `PyASCIIObject.state` (`Include/cpython/unicodeobject.h`, all of 3.8–3.13):
+/// Bits of `PyASCIIObject.state` (`Include/cpython/unicodeobject.h`, all of 3.8–3.15):
 /// `interned:2, kind:3, compact:1, ascii:1, ...` from bit 0.
 pub const STATE_KIND_SHIFT: u32 = 2;
 /// Mask of the `kind` bits after shifting: 1 (UCS-1), 2 (UCS-2) or 4 (UCS-4).
@@ -43,9 +44,18 @@ pub const STATE_COMPACT_BIT: u32 = 1 << 5;
 /// `PyCompactUnicodeObject` header).
 pub const STATE_ASCII_BIT: u32 = 1 << 6;
 
-/// `_PyInterpreterFrame.owner` value of the C-stack shim frames 3.12+ pushes at every entry into
-/// the eval loop (`FRAME_OWNED_BY_CSTACK`, `Include/internal/pycore_frame.h`); they are skipped.
-pub const OWNER_CSTACK: u8 = 3;
+/// The lowest `_PyInterpreterFrame.owner` value of frames that run no Python function of their
+/// own and are skipped, from 3.12: the C-stack shim frames pushed at every entry into the eval
+/// loop (`FRAME_OWNED_BY_CSTACK`: 3 in 3.12–3.13, 4 in 3.14, gone in 3.15) and the
+/// interpreter's base frames (`FRAME_OWNED_BY_INTERPRETER`: 3 in 3.14–3.15)
+/// (`Include/internal/pycore_frame.h`; `pycore_interpframe_structs.h` from 3.14). A frame is
+/// skipped when `owner >= OWNER_INCOMPLETE`, as CPython's own `_PyFrame_IsIncomplete` does.
+pub const OWNER_INCOMPLETE: u8 = 3;
+
+/// Tag bits of a `_PyStackRef` in the default (GIL) build from 3.14 (`Py_TAG_BITS`,
+/// `Include/internal/pycore_stackref.h`): `_PyInterpreterFrame.f_executable` is a `_PyStackRef`
+/// whose low bits say how the reference is counted; the object pointer is `bits & !3`.
+pub const STACKREF_TAG_BITS: u8 = 3;
 
 /// How a version finds and links its frames.
 #[repr(u8)]
@@ -56,7 +66,7 @@ pub enum FrameModel {
     /// 3.11–3.12: `PyThreadState.cframe` → `_PyCFrame.current_frame` → `_PyInterpreterFrame`,
     /// linked by `previous`.
     CFrame = 1,
-    /// 3.13: `PyThreadState.current_frame` → `_PyInterpreterFrame`, linked by `previous`.
+    /// 3.13+: `PyThreadState.current_frame` → `_PyInterpreterFrame`, linked by `previous`.
     Direct = 2,
 }
 
@@ -80,14 +90,15 @@ pub struct PyOffsets {
     pub tstate_thread_id: u16,
     /// `PyThreadState.native_thread_id` (3.11+, `gettid()`; `Include/cpython/pystate.h`).
     pub tstate_native_thread_id: u16,
-    /// `PyThreadState.frame` (3.8–3.10) / `.cframe` (3.11–3.12) / `.current_frame` (3.13)
+    /// `PyThreadState.frame` (3.8–3.10) / `.cframe` (3.11–3.12) / `.current_frame` (3.13+)
     /// (`Include/cpython/pystate.h`).
     pub tstate_frame: u16,
     /// `_PyCFrame.current_frame` (3.11–3.12, `Include/cpython/pystate.h`).
     pub cframe_current_frame: u16,
     /// `PyFrameObject.f_code` (3.8–3.10, `Include/frameobject.h` / `Include/cpython/frameobject.h`)
-    /// / `_PyInterpreterFrame.f_code` (3.11–3.12) / `.f_executable` (3.13)
-    /// (`Include/internal/pycore_frame.h`).
+    /// / `_PyInterpreterFrame.f_code` (3.11–3.12) / `.f_executable` (3.13+; a tagged
+    /// `_PyStackRef` from 3.14, see [`PyOffsets::frame_code_tag_bits`])
+    /// (`Include/internal/pycore_frame.h`, `pycore_interpframe_structs.h` from 3.14).
     pub frame_code: u16,
     /// `PyFrameObject.f_back` (3.8–3.10) / `_PyInterpreterFrame.previous` (3.11+).
     pub frame_back: u16,
@@ -126,14 +137,17 @@ pub struct PyOffsets {
     pub tss_key: u16,
     /// [`FrameModel`] as `u8`.
     pub frame_model: u8,
-    /// `_PyInterpreterFrame.owner` value of shim frames to skip ([`OWNER_CSTACK`] on 3.12+),
-    /// `0xff` when the version has none.
-    pub owner_cstack: u8,
+    /// Frames whose `_PyInterpreterFrame.owner` is this value or above are skipped
+    /// ([`OWNER_INCOMPLETE`] on 3.12+), `0xff` when the version has no such frames.
+    pub owner_incomplete: u8,
+    /// Low bits of the code pointer read at [`PyOffsets::frame_code`] that are tags to clear
+    /// ([`STACKREF_TAG_BITS`] from 3.14, 0 before).
+    pub frame_code_tag_bits: u8,
     /// Explicit padding (keeps the layout free of implicit padding).
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 1],
 }
 
-/// The row of a CPython minor version, or `None` outside 3.8–3.13.
+/// The row of a CPython minor version, or `None` outside 3.8–3.15.
 pub const fn offsets_for(major: u8, minor: u8) -> Option<&'static PyOffsets> {
     if major != 3 {
         return None;
@@ -145,6 +159,8 @@ pub const fn offsets_for(major: u8, minor: u8) -> Option<&'static PyOffsets> {
         11 => Some(&PY311),
         12 => Some(&PY312),
         13 => Some(&PY313),
+        14 => Some(&PY314),
+        15 => Some(&PY315),
         _ => None,
     }
 }
@@ -152,7 +168,7 @@ pub const fn offsets_for(major: u8, minor: u8) -> Option<&'static PyOffsets> {
 /// Oldest supported version (major, minor).
 pub const MIN_VERSION: (u8, u8) = (3, 8);
 /// Newest supported version (major, minor).
-pub const MAX_VERSION: (u8, u8) = (3, 13);
+pub const MAX_VERSION: (u8, u8) = (3, 15);
 
 // Fields shared by every row.
 const COMMON: PyOffsets = PyOffsets {
@@ -183,8 +199,9 @@ const COMMON: PyOffsets = PyOffsets {
     tuple_items: 24,
     tss_key: 4,
     frame_model: FrameModel::FrameObject as u8,
-    owner_cstack: 0xff,
-    _pad: [0; 2],
+    owner_incomplete: 0xff,
+    frame_code_tag_bits: 0,
+    _pad: [0; 1],
 };
 
 /// 3.8 (tag v3.8.18): `Include/internal/pycore_pystate.h` (runtime, gilstate, interpreter),
@@ -262,7 +279,7 @@ const PY312: PyOffsets = PyOffsets {
     code_firstlineno: 68,
     unicode_ascii_data: 40,
     unicode_compact_data: 56,
-    owner_cstack: OWNER_CSTACK,
+    owner_incomplete: OWNER_INCOMPLETE,
     ..PY311
 };
 
@@ -279,6 +296,34 @@ const PY313: PyOffsets = PyOffsets {
     cframe_current_frame: NONE,
     frame_model: FrameModel::Direct as u8,
     ..PY312
+};
+
+/// 3.14 (Debian 3.14.10, DWARF of `python3.14-dbg`): `_PyInterpreterFrame` moved to
+/// `Include/internal/pycore_interpframe_structs.h`, `f_executable` is a tagged `_PyStackRef`,
+/// `owner` moved behind the new `stackpointer`/`tlbc_index`; `FRAME_OWNED_BY_CSTACK` is 4 and
+/// the new `FRAME_OWNED_BY_INTERPRETER` 3 (both skipped); `_PyRuntimeState` grew (the TSS key
+/// and the interpreter list move); `PyTupleObject` gained `ob_hash` before `ob_item`.
+const PY314: PyOffsets = PyOffsets {
+    runtime_tss_key: 2336,
+    runtime_interpreters_head: 808,
+    frame_owner: 74,
+    frame_localsplus: 80,
+    tuple_items: 32,
+    frame_code_tag_bits: STACKREF_TAG_BITS,
+    ..PY313
+};
+
+/// 3.15 (Debian 3.15.2, DWARF of `python3.15-dbg`): `FRAME_OWNED_BY_CSTACK` is gone, base
+/// frames are `FRAME_OWNED_BY_INTERPRETER` (3); `_PyRuntimeState.autoTSSkey` is gone: the bound
+/// thread state lives in the static TLS variable `_Py_tss_gilstate` (see
+/// [`PyProcConfig::tstate_tls_offset`]); `PyThreadState` grew before `thread_id`.
+const PY315: PyOffsets = PyOffsets {
+    runtime_tss_key: NONE,
+    runtime_interpreters_head: 936,
+    interp_threads_head: 7336,
+    tstate_thread_id: 176,
+    tstate_native_thread_id: 184,
+    ..PY314
 };
 
 /// Flavour of the C library, which decides how a pthread key is looked up from the thread
@@ -298,7 +343,8 @@ pub struct PyProcConfig {
     /// Address of `_PyRuntime`.
     pub runtime_addr: u64,
     /// Address of the `Py_tss_t` holding the thread-state pthread key (`_PyRuntime` +
-    /// [`PyOffsets::runtime_tss_key`]).
+    /// [`PyOffsets::runtime_tss_key`]); 0 when the version has none (3.15+, which uses
+    /// [`PyProcConfig::tstate_tls_offset`]).
     pub tss_key_addr: u64,
     /// Address of `PyCode_Type`: a frame whose code object has another type is not read.
     pub code_type_addr: u64,
@@ -307,6 +353,11 @@ pub struct PyProcConfig {
     /// Offset from the thread pointer (`fsbase` on x86_64) of the `data` pointer of pthread key
     /// 0 in glibc's `struct pthread.specific_1stblock`; key `k`'s is `16 * k` further.
     pub tls_key0_data: u64,
+    /// From 3.15 (where [`PyOffsets::runtime_tss_key`] is [`NONE`]): offset from the thread
+    /// pointer, two's complement (static TLS lies below it on x86_64), of the thread's
+    /// `_Py_tss_gilstate`, the `PyThreadState *` the thread is bound to (what the pthread key
+    /// held before). 0 for older versions.
+    pub tstate_tls_offset: u64,
     /// `PY_VERSION_HEX`-style version: `major << 24 | minor << 16 | patch << 8`.
     pub version_hex: u32,
     /// [`Libc`] as `u32`.
@@ -338,5 +389,5 @@ impl PyProcConfig {
 }
 
 const _: () = assert!(core::mem::size_of::<PyOffsets>() == 26 * 2 + 2 + 2);
-const _: () = assert!(PyProcConfig::SIZE == 5 * 8 + 2 * 4 + core::mem::size_of::<PyOffsets>());
+const _: () = assert!(PyProcConfig::SIZE == 6 * 8 + 2 * 4 + core::mem::size_of::<PyOffsets>());
 const _: () = assert!(PyProcConfig::SIZE.is_multiple_of(8));

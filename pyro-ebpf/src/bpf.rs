@@ -52,6 +52,19 @@ pub enum BpfError {
         #[source]
         source: Box<ProgramError>,
     },
+    /// The kernel refused a step for lack of privilege (`EPERM` or `EACCES` from creating a
+    /// map, loading the program or `perf_event_open`).
+    #[error(
+        "loading the eBPF profiler needs root or CAP_BPF + CAP_PERFMON (and CAP_SYS_PTRACE, \
+         CAP_CHECKPOINT_RESTORE to read other processes): {step}: {source}"
+    )]
+    Permission {
+        /// What was refused, e.g. ``creating map `COUNTERS` `` or `perf_event_open on cpu 0`.
+        step: String,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
     /// The online CPUs could not be listed.
     #[error("listing online cpus from {path}: {source}")]
     OnlineCpus {
@@ -61,6 +74,28 @@ pub enum BpfError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// [`BpfError::Permission`] for `step` when the kernel refused `error` (or one of its causes)
+/// with `EPERM` or `EACCES`.
+fn permission(
+    step: impl FnOnce() -> String,
+    error: &(dyn std::error::Error + 'static),
+) -> Option<BpfError> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let code = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error);
+        if let Some(code @ (libc::EPERM | libc::EACCES)) = code {
+            return Some(BpfError::Permission {
+                step: step(),
+                source: std::io::Error::from_raw_os_error(code),
+            });
+        }
+        cause = e.source();
+    }
+    None
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> BpfError {
@@ -167,7 +202,10 @@ impl BpfSampler {
                 ),
             )
             .load(OBJECT)
-            .map_err(|e| BpfError::Load(Box::new(e)))?;
+            .map_err(|e| {
+                // The cause's text (`failed to create map `COUNTERS``) names the step.
+                permission(|| e.to_string(), &e).unwrap_or_else(|| BpfError::Load(Box::new(e)))
+            })?;
 
         let program: &mut PerfEvent = ebpf
             .program_mut(PROGRAM_NAME)
@@ -177,7 +215,10 @@ impl BpfSampler {
             })?
             .try_into()
             .map_err(|e| BpfError::Program(Box::new(e)))?;
-        program.load().map_err(|e| BpfError::Program(Box::new(e)))?;
+        program.load().map_err(|e| {
+            permission(|| "loading the perf_event program".into(), &e)
+                .unwrap_or_else(|| BpfError::Program(Box::new(e)))
+        })?;
         for &cpu in &cpus {
             program
                 .attach(
@@ -186,9 +227,13 @@ impl BpfSampler {
                     SamplePolicy::Frequency(u64::from(options.sample_rate)),
                     false,
                 )
-                .map_err(|e| BpfError::Attach {
-                    cpu,
-                    source: Box::new(e),
+                .map_err(|e| {
+                    permission(|| format!("perf_event_open on cpu {cpu}"), &e).unwrap_or_else(
+                        || BpfError::Attach {
+                            cpu,
+                            source: Box::new(e),
+                        },
+                    )
                 })?;
         }
 
@@ -359,5 +404,31 @@ mod tests {
             ring_buffer_size(4096, 100_000, SampleRecord::SIZE),
             256 << 20
         );
+    }
+
+    #[test]
+    fn only_eperm_and_eacces_are_privilege_errors() {
+        let create = |code| {
+            EbpfError::MapError(MapError::CreateError {
+                name: "COUNTERS".into(),
+                io_error: std::io::Error::from_raw_os_error(code),
+            })
+        };
+        for code in [libc::EPERM, libc::EACCES] {
+            let e = create(code);
+            let p = permission(|| e.to_string(), &e).expect("a privilege error");
+            let text = p.to_string();
+            assert!(
+                text.starts_with("loading the eBPF profiler needs root or CAP_BPF + CAP_PERFMON"),
+                "{text}"
+            );
+            assert!(text.contains("COUNTERS"), "{text}");
+            let BpfError::Permission { source, .. } = p else {
+                panic!("not a Permission error: {p:?}");
+            };
+            assert_eq!(source.raw_os_error(), Some(code));
+        }
+        let e = create(libc::ENOMEM);
+        assert!(permission(|| e.to_string(), &e).is_none());
     }
 }

@@ -46,7 +46,7 @@ pub struct EbpfConfig {
     pub collect_user_profile: bool,
     /// Capture kernel stacks (`collect_kernel_profile`, true).
     pub collect_kernel_profile: bool,
-    /// Read the Python frames of CPython 3.8–3.13 processes (`python_enabled`, true): their
+    /// Read the Python frames of CPython 3.8–3.15 processes (`python_enabled`, true): their
     /// samples show `"<file> <Class.function>"` frames from the module level down instead of
     /// the interpreter's native frames. Other versions keep native stacks (logged once,
     /// counted in `pyroscope_ebpf_python_unsupported_total`).

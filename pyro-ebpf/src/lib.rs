@@ -24,7 +24,7 @@
 //!   are still reported) and counted per (target, pid); every `collect_interval` each process
 //!   becomes a `cpu`/`nanoseconds` pprof, the process name as root frame, value = count ×
 //!   period, sent to every receiver in `forward_to`.
-//! - **Python** (`python_enabled`, default true): a matched process running CPython 3.8–3.13
+//! - **Python** (`python_enabled`, default true): a matched process running CPython 3.8–3.15
 //!   (detected by [`pyro_python::detect()`] on its first sample, retried while the interpreter
 //!   starts) gets its `PyProcConfig` in the kernel's `PY_PROCS` map. Its samples then carry the
 //!   running thread's Python frames, walked in BPF (thread pointer → pthread key →

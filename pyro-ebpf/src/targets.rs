@@ -101,17 +101,7 @@ pub(crate) struct ProcReader {
     container_ids: moka::sync::Cache<u32, Option<Arc<str>>>,
 }
 
-/// `PF_KTHREAD` in the flags field of `/proc/PID/stat`.
-const PF_KTHREAD: u64 = 0x0020_0000;
-
-/// What `/proc/PID/stat` says about a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProcStat {
-    /// Start time in clock ticks after boot: with the pid, identifies a process across pid reuse.
-    pub(crate) start_time: u64,
-    /// Whether it is a kernel thread.
-    pub(crate) kernel_thread: bool,
-}
+pub(crate) use pyro_core::proc::ProcStat;
 
 impl ProcReader {
     pub(crate) fn new(root: impl Into<PathBuf>, container_id_cache_size: usize) -> Self {
@@ -121,50 +111,28 @@ impl ProcReader {
         }
     }
 
-    fn path(&self, pid: u32, file: &str) -> PathBuf {
-        self.root.join(pid.to_string()).join(file)
-    }
-
     /// The container id of `pid` (cached; `None` when it has none or is gone).
     pub(crate) fn container_id(&self, pid: u32) -> Option<Arc<str>> {
         self.container_ids.get_with(pid, || {
-            let text = std::fs::read_to_string(self.path(pid, "cgroup")).ok()?;
+            let text = pyro_core::proc::cgroup(&self.root, pid).ok()?;
             container_id_from_cgroup(&text).map(Arc::from)
         })
     }
 
     /// The process's `comm` (its main thread's name).
     pub(crate) fn comm(&self, pid: u32) -> Option<String> {
-        let mut s = std::fs::read_to_string(self.path(pid, "comm")).ok()?;
-        while s.ends_with('\n') {
-            s.pop();
-        }
-        (!s.is_empty()).then_some(s)
+        pyro_core::proc::comm(&self.root, pid)
     }
 
     /// Start time and kernel-thread flag from `/proc/PID/stat`; `None` when the process is gone.
     pub(crate) fn stat(&self, pid: u32) -> Option<ProcStat> {
-        parse_stat(&std::fs::read_to_string(self.path(pid, "stat")).ok()?)
+        pyro_core::proc::stat(&self.root, pid)
     }
 
     /// Forgets what is cached about `pid`.
     pub(crate) fn forget(&self, pid: u32) {
         self.container_ids.invalidate(&pid);
     }
-}
-
-/// Parses `/proc/PID/stat`: the comm field may hold spaces and parentheses, so fields are
-/// counted after its last `)`.
-fn parse_stat(stat: &str) -> Option<ProcStat> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After the comm: state(3) ppid(4) … flags(9) … starttime(22); `rest` starts at field 3.
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let flags: u64 = fields.get(9 - 3)?.parse().ok()?;
-    let start_time: u64 = fields.get(22 - 3)?.parse().ok()?;
-    Some(ProcStat {
-        start_time,
-        kernel_thread: flags & PF_KTHREAD != 0,
-    })
 }
 
 #[cfg(test)]
@@ -229,16 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn stat_parsing() {
-        let stat = "42 (a (weird) name) S 1 42 42 0 -1 2097216 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
-        assert_eq!(
-            parse_stat(stat),
-            Some(ProcStat {
-                start_time: 12345,
-                kernel_thread: true
-            })
-        );
-        assert_eq!(parse_stat("garbage"), None);
+    fn stat_of_this_process_and_a_kernel_thread() {
         let me = ProcReader::new("/proc", 4);
         let s = me.stat(std::process::id()).unwrap();
         assert!(!s.kernel_thread);

@@ -191,3 +191,88 @@ async fn wait_for_profiles(recorder: &Recorder) -> Vec<pyro_core::Profile> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Records what reaches it, and when it is flushed and shut down, in order.
+#[derive(Debug, Default)]
+struct Events(std::sync::Mutex<Vec<String>>);
+
+#[pyro_core::async_trait]
+impl pyro_core::Receiver for Events {
+    async fn append(&self, p: pyro_core::Profile) -> Result<(), pyro_core::AppendError> {
+        let pid = p.labels.get("__process_pid__").unwrap_or("-").to_owned();
+        self.0.lock().unwrap().push(format!("append {pid}"));
+        Ok(())
+    }
+
+    async fn flush(&self, _: Instant) -> Result<(), pyro_core::LifecycleError> {
+        self.0.lock().unwrap().push("flush".into());
+        Ok(())
+    }
+
+    async fn shutdown(&self, _: Instant) -> Result<(), pyro_core::LifecycleError> {
+        self.0.lock().unwrap().push("shutdown".into());
+        Ok(())
+    }
+}
+
+/// The lifecycle every stage follows: `flush` delivers the interval so far without waiting for
+/// `collect_interval`, `shutdown` delivers the rest, then shuts the receivers down, detaches,
+/// and ends the run future; a second `shutdown` returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the guard only serializes this binary's tests; no task here takes it again"
+)]
+async fn flush_and_shutdown_deliver_then_propagate_in_order() {
+    let _serial = serial();
+    if !bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(bin) = compile_c(dir.path(), "lifecycled", &spinner_source("life")) else {
+        return;
+    };
+    let mut work = Workload::spawn(&bin, &[]);
+    let pid = work.pid();
+    let events = Arc::new(Events::default());
+    let before = bpf_fds();
+    // An interval far longer than the test: only flush and shutdown can deliver.
+    let (handle, run) = Collector::builder(EbpfConfig {
+        collect_interval: Duration::from_secs(600),
+        ..EbpfConfig::default()
+    })
+    .targets(vec![pid_target(pid, "life")])
+    .forward_to([events.clone() as DynReceiver])
+    .build()
+    .unwrap();
+    let task = tokio::spawn(run);
+    work.go();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = || Instant::now() + Duration::from_secs(10);
+    handle.flush(deadline()).await.expect("flush in time");
+    let after_flush = events.0.lock().unwrap().clone();
+    let append = format!("append {pid}");
+    assert_eq!(
+        after_flush.last().map(String::as_str),
+        Some("flush"),
+        "{after_flush:?}"
+    );
+    assert!(after_flush.contains(&append), "{after_flush:?}");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    handle.shutdown(deadline()).await.expect("shutdown in time");
+    let all = events.0.lock().unwrap().clone();
+    let tail = &all[after_flush.len()..];
+    assert_eq!(tail, [append.clone(), "shutdown".to_owned()], "{all:?}");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the run future ends after shutdown")
+        .unwrap();
+    assert_eq!(bpf_fds(), before, "BPF objects left open after shutdown");
+    handle
+        .shutdown(deadline())
+        .await
+        .expect("a second shutdown is a no-op");
+    assert_eq!(events.0.lock().unwrap().len(), all.len());
+    drop(work);
+}

@@ -1,12 +1,17 @@
-//! Python frames (`python_enabled`): a CPython 3.11 workload whose CPU time splits 1 : 2 : 3 by
-//! construction between three functions (`tests/python/work.py`) is profiled by two collectors
-//! at once, one reading Python frames and one not, while `py-spy` records it too.
+//! Python frames (`python_enabled`): a CPython workload whose CPU time splits 1 : 2 : 3 by
+//! construction between three functions in long phases (`tests/python/work.py`, 12 s) is
+//! profiled by two collectors at once, one reading Python frames and one not, while `py-spy`
+//! records it too.
 //!
-//! Checked on Debian's `python3.11` and on the pyenv 3.11 build: each function's share within
-//! ±5 points of 1/6, 2/6, 3/6; the full Python call path from `<module>` to the leaf; the class
-//! method class-qualified (`work.py Worker.work_b`); the function of `other.py` named with that
-//! file; py-spy's top three functions the same, in the same order; and with `python_enabled =
-//! false` no Python frame at all.
+//! Checked on Debian's `python3.11`, the pyenv 3.11 build, and Debian sid's `python3.13`,
+//! `python3.14` and `python3.15`, each run as `chroot ROOT python3.X` in the root
+//! `.ci/python-roots.sh` builds (an ordinary process of this host with its own files, as in a
+//! container): each function's share within ±5 points of 1/6, 2/6, 3/6; the full Python call
+//! path from `<module>` to the leaf; the class method class-qualified (`work.py
+//! Worker.work_b`); the function of `other.py` named with that file; py-spy's top three
+//! functions the same, in the same order; and with `python_enabled = false` no Python frame at
+//! all. On 3.13–3.15 a program with two threads (`tests/python/threads.py`), one hashing without
+//! the GIL, one spinning with it, has each thread's samples on its own call path.
 
 mod common;
 
@@ -26,7 +31,75 @@ const FUNCTIONS: [(&str, &str, f64); 3] = [
 ];
 
 /// Seconds the workload runs.
-const SECONDS: &str = "8";
+const SECONDS: &str = "12";
+
+/// Milliseconds of one unit of work: `work_a`'s phase (`work_b`'s is twice, `work_c`'s three
+/// times as long), many periods of any sampling frequency used here.
+const PHASE_MS: &str = "100";
+
+/// A CPython to run the workloads with: on this host, or in a root directory (`chroot`).
+#[derive(Debug, Clone)]
+struct Py {
+    label: String,
+    /// The executable (inside `root` when there is one).
+    exe: PathBuf,
+    root: Option<PathBuf>,
+}
+
+impl Py {
+    fn host(exe: PathBuf, label: &str) -> Self {
+        Py {
+            label: label.to_string(),
+            exe,
+            root: None,
+        }
+    }
+
+    /// A command running `tests/python/<script>`; for a root, the directory is copied into it
+    /// first (`/tmp/pyro-ebpf-tests-PID/`) and the command is `chroot ROOT EXE SCRIPT`.
+    fn command(&self, script: &str) -> Command {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+        let Some(root) = &self.root else {
+            let mut cmd = Command::new(&self.exe);
+            cmd.arg(dir.join(script));
+            return cmd;
+        };
+        let inside = PathBuf::from(format!("/tmp/pyro-ebpf-tests-{}", std::process::id()));
+        let dst = root.join(inside.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&dst).unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+            }
+        }
+        let mut cmd = Command::new("chroot");
+        cmd.arg(root).arg(&self.exe).arg(inside.join(script));
+        cmd
+    }
+}
+
+/// Where `.ci/python-roots.sh` builds the Debian sid root with CPython 3.13–3.15
+/// (`PYRO_PYTHON_ROOT`, else `/tmp/pyro-python-roots/sid`).
+fn sid_root() -> PathBuf {
+    std::env::var_os("PYRO_PYTHON_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/pyro-python-roots/sid"))
+}
+
+/// `python3.minor` of the sid root; a skip when missing, a failure under `PYRO_REQUIRE_TOOLS=1`.
+fn sid(minor: u8) -> Option<Py> {
+    let root = sid_root();
+    let exe = PathBuf::from(format!("/usr/bin/python3.{minor}"));
+    python(
+        root.join(exe.strip_prefix("/").unwrap()),
+        ".ci/python-roots.sh builds the sid root",
+    )?;
+    Some(Py {
+        label: format!("sid-3.{minor}"),
+        exe,
+        root: Some(root),
+    })
+}
 
 fn required() -> bool {
     std::env::var("PYRO_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
@@ -70,10 +143,6 @@ fn pyenv_311() -> Option<PathBuf> {
         .map(|(_, p)| p)
         .unwrap_or_else(|| root.join("versions/3.11.x/bin/python3.11"));
     python(exe, "the pyenv 3.11 build")
-}
-
-fn workload_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/work.py")
 }
 
 /// Which of the three functions a stack of legacy frame names runs (the leaf-most one).
@@ -131,10 +200,11 @@ fn folded(stacks: Vec<FoldedStack>) -> Vec<(Vec<String>, i64)> {
     stacks.into_iter().map(|s| (s.frames, s.value)).collect()
 }
 
-fn check(exe: &Path, label: &str, py_spy: Option<&Path>) {
+fn check(py: &Py, py_spy: Option<&Path>) {
+    let label = py.label.as_str();
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(exe);
-    cmd.arg(workload_script()).arg(SECONDS);
+    let mut cmd = py.command("work.py");
+    cmd.arg(SECONDS).arg(PHASE_MS);
     let mut workload = Workload::spawn_cmd(&mut cmd);
     let pid = workload.pid();
     let target = vec![pid_target(pid, "python")];
@@ -165,7 +235,7 @@ fn check(exe: &Path, label: &str, py_spy: Option<&Path>) {
                 "--rate",
                 "97",
                 "--duration",
-                "6",
+                "10",
                 "--pid",
             ])
             .arg(pid.to_string())
@@ -289,20 +359,21 @@ fn python_frames_split_as_constructed_and_agree_with_py_spy() {
         PathBuf::from("/usr/bin/python3.11"),
         "apt-get install python3.11",
     ) {
-        pythons.push((exe, "debian-3.11".to_string()));
+        pythons.push(Py::host(exe, "debian-3.11"));
     }
     if let Some(exe) = pyenv_311() {
-        pythons.push((exe, "pyenv-3.11".to_string()));
+        pythons.push(Py::host(exe, "pyenv-3.11"));
     }
+    pythons.extend([13, 14, 15].into_iter().filter_map(sid));
     // Other minors where pyenv has them (this dev machine; not CI).
     for minor in [8, 9, 10, 12, 13] {
         match pyenv_optional(minor) {
-            Some(exe) => pythons.push((exe, format!("pyenv-3.{minor}"))),
+            Some(exe) => pythons.push(Py::host(exe, &format!("pyenv-3.{minor}"))),
             None => eprintln!("UNCHECKED: no pyenv 3.{minor} build"),
         }
     }
-    for (exe, label) in &pythons {
-        check(exe, label, py_spy.as_deref());
+    for py in &pythons {
+        check(py, py_spy.as_deref());
     }
 }
 
@@ -329,8 +400,11 @@ fn pyenv_optional(minor: u8) -> Option<PathBuf> {
 }
 
 /// The run loop with a registry: a supported CPython is counted in
-/// `pyroscope_ebpf_python_processes_total` and shows Python frames; an unsupported one (pyenv
-/// 3.7, where present) in `pyroscope_ebpf_python_unsupported_total`, with native frames only.
+/// `pyroscope_ebpf_python_processes_total` and shows Python frames; an unsupported one in
+/// `pyroscope_ebpf_python_unsupported_total` (once), with native frames only. The unsupported
+/// one is pyenv's 3.7 where present, else a stand-in for a CPython newer than the table: sid's
+/// `python3.15` executable copied as `python3.16` into the root (what pyro meets the week a new
+/// minor ships: a `python3.16` it has no row for).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(
     clippy::await_holding_lock,
@@ -352,17 +426,36 @@ async fn python_metrics_and_unsupported_versions() {
     ) else {
         return;
     };
-    let old = pyenv_optional(7);
+    let old = pyenv_optional(7)
+        .map(|exe| Py::host(exe, "pyenv-3.7"))
+        .or_else(|| {
+            let sid = sid(15)?;
+            let root = sid.root.clone()?;
+            let newer = PathBuf::from("/usr/local/bin/python3.16");
+            std::fs::copy(
+                root.join(sid.exe.strip_prefix("/").unwrap()),
+                root.join(newer.strip_prefix("/").unwrap()),
+            )
+            .unwrap();
+            Some(Py {
+                label: "sid-3.16-stand-in".into(),
+                exe: newer,
+                root: Some(root),
+            })
+        });
     if old.is_none() {
-        eprintln!("UNCHECKED: no pyenv 3.7 build: the unsupported-version path is not exercised");
+        eprintln!(
+            "UNCHECKED: no pyenv 3.7 nor sid root: the unsupported-version path is not exercised"
+        );
     }
-    let mut supported = Workload::spawn_cmd(Command::new(&exe).arg(workload_script()).arg("3"));
+    let mut supported =
+        Workload::spawn_cmd(Py::host(exe, "debian-3.11").command("work.py").arg("3"));
     let mut unsupported = old
         .as_ref()
-        .map(|old| Workload::spawn_cmd(Command::new(old).arg(workload_script()).arg("3")));
+        .map(|old| Workload::spawn_cmd(old.command("work.py").arg("3")));
     let mut targets = vec![pid_target(supported.pid(), "py311")];
     if let Some(w) = &unsupported {
-        targets.push(pid_target(w.pid(), "py37"));
+        targets.push(pid_target(w.pid(), "py-unsupported"));
     }
     let recorder = Arc::new(Recorder::default());
     let mut registry = Registry::default();
@@ -419,7 +512,159 @@ async fn python_metrics_and_unsupported_versions() {
     assert!(py.iter().any(|f| f == "other.py work_c"), "{py:?}");
     if let Some(pid) = unsupported_pid {
         let native = frames_of(pid);
-        assert!(!native.is_empty(), "no profile of the 3.7 process");
+        assert!(!native.is_empty(), "no profile of the unsupported process");
         assert!(!native.iter().any(|f| f.contains(".py ")), "{native:?}");
     }
+}
+
+/// 3.13–3.15: two threads on their own call paths (`threads.py`): the hasher, on the CPU without
+/// the GIL while it hashes, and the spinner, holding the GIL. Every sample's Python frames are
+/// those of its own thread (no stack mixes the two paths), and each thread has its part of the
+/// CPU time: a walker that took the GIL holder's (or the interpreter's current) thread state
+/// would put the spinner's frames on the hasher's samples.
+#[test]
+fn python_threads_have_their_own_stacks() {
+    let _serial = serial();
+    if !bpf() {
+        return;
+    }
+    for py in [13, 14, 15].into_iter().filter_map(sid) {
+        let label = py.label.as_str();
+        let mut workload = Workload::spawn_cmd(py.command("threads.py").arg("6"));
+        let pid = workload.pid();
+        let mut c = collector(
+            EbpfConfig {
+                sample_rate: 199,
+                ..EbpfConfig::default()
+            },
+            vec![pid_target(pid, "threads")],
+        );
+        workload.go();
+        let start = Instant::now();
+        while !workload.exited() && start.elapsed() < Duration::from_secs(60) {
+            c.poll();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profiles = c.collect();
+        workload.wait();
+        let ours = folded(stacks(profile_of(&profiles, pid).expect("a profile")));
+        let total: i64 = ours.iter().map(|(_, v)| v).sum();
+        let on = |frames: &[String], name: &str| frames.iter().any(|f| f == name);
+        let (mut hash, mut spin) = (0i64, 0i64);
+        for (frames, value) in &ours {
+            let h = on(frames, "threads.py hash_leaf") || on(frames, "threads.py hash_outer");
+            let s = on(frames, "threads.py spin_leaf") || on(frames, "threads.py spin_outer");
+            assert!(
+                !(h && s),
+                "{label}: one stack holds both threads' frames: {frames:?}"
+            );
+            if on(frames, "threads.py hash_leaf") {
+                assert!(on(frames, "threads.py hash_outer"), "{label}: {frames:?}");
+                hash += value;
+            }
+            if on(frames, "threads.py spin_leaf") {
+                assert!(on(frames, "threads.py spin_outer"), "{label}: {frames:?}");
+                spin += value;
+            }
+        }
+        let (hs, ss) = (
+            hash as f64 / total.max(1) as f64,
+            spin as f64 / total.max(1) as f64,
+        );
+        eprintln!(
+            "{label}: {:.2} s of CPU, hasher {:.1} %, spinner {:.1} %",
+            total as f64 / 1e9,
+            hs * 100.0,
+            ss * 100.0
+        );
+        assert!(total >= 2_000_000_000, "{label}: only {total} ns of CPU");
+        assert!(
+            hs >= 0.3 && ss >= 0.3 && hs + ss >= 0.9,
+            "{label}: hasher {hs:.3}, spinner {ss:.3} of the samples: {ours:#?}"
+        );
+    }
+}
+
+/// `run_time_ns` and `run_cnt` summed over the BPF programs this process holds
+/// (`/proc/self/fdinfo`, with `kernel.bpf_stats_enabled` on).
+fn bpf_run_time() -> (u64, u64) {
+    let (mut ns, mut cnt) = (0, 0);
+    for e in std::fs::read_dir("/proc/self/fdinfo")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for line in text.lines() {
+            let field = |name: &str| -> Option<u64> {
+                line.strip_prefix(name).and_then(|v| v.trim().parse().ok())
+            };
+            if let Some(v) = field("run_time_ns:") {
+                ns += v;
+            }
+            if let Some(v) = field("run_cnt:") {
+                cnt += v;
+            }
+        }
+    }
+    (ns, cnt)
+}
+
+/// The in-kernel cost of the Python walker per version (`BENCHMARKS.md`, "Python walker in the
+/// kernel per CPython version"): `work.py` (one busy thread, 4 Python frames) profiled at 97 Hz
+/// for 10 s with `python_enabled` off, on, off, on; per run the program's `run_time_ns` and
+/// `run_cnt` (`kernel.bpf_stats_enabled=1`) and the kernel's own counters of native and Python
+/// samples. A figure, not an assertion: run with `--ignored --nocapture` as root.
+#[test]
+#[ignore = "a measurement for BENCHMARKS.md, not a check"]
+fn python_walker_kernel_cost() {
+    let _serial = serial();
+    if !bpf() {
+        return;
+    }
+    let stats = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(stats).unwrap_or_default();
+    std::fs::write(stats, "1").expect("enable kernel.bpf_stats_enabled");
+    let mut pythons: Vec<Py> = python(
+        PathBuf::from("/usr/bin/python3.11"),
+        "apt-get install python3.11",
+    )
+    .map(|exe| Py::host(exe, "debian-3.11"))
+    .into_iter()
+    .collect();
+    pythons.extend([13, 14, 15].into_iter().filter_map(sid));
+    for py in &pythons {
+        for enabled in [false, true, false, true] {
+            let mut workload = Workload::spawn_cmd(py.command("work.py").arg("10").arg(PHASE_MS));
+            let pid = workload.pid();
+            let mut c = collector(
+                EbpfConfig {
+                    python_enabled: enabled,
+                    ..EbpfConfig::default()
+                },
+                vec![pid_target(pid, "python")],
+            );
+            let k0 = c.kernel_counters();
+            let (ns0, cnt0) = bpf_run_time();
+            workload.go();
+            while !workload.exited() {
+                c.poll();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let (ns1, cnt1) = bpf_run_time();
+            let k1 = c.kernel_counters();
+            c.collect();
+            workload.wait();
+            let (ns, runs) = (ns1 - ns0, (cnt1 - cnt0).max(1));
+            let py_samples = k1.python_samples - k0.python_samples;
+            let sent = k1.sent - k0.sent;
+            eprintln!(
+                "BENCH {} python_enabled={enabled}: {runs} runs, {sent} samples sent ({py_samples} with a Python walk), {:.1} ms in the program, {:.0} ns/run",
+                py.label,
+                ns as f64 / 1e6,
+                ns as f64 / runs as f64
+            );
+        }
+    }
+    let _ = std::fs::write(stats, before.trim());
 }

@@ -298,4 +298,25 @@ impl Receiver for Enricher {
         }
         self.forward.append(profile).await
     }
+
+    /// Flushes the receivers it forwards to.
+    async fn flush(&self, deadline: std::time::Instant) -> Result<(), pyro_core::LifecycleError> {
+        self.forward.flush(deadline).await
+    }
+
+    /// Shuts down the receivers it forwards to (the enricher holds nothing itself).
+    async fn shutdown(
+        &self,
+        deadline: std::time::Instant,
+    ) -> Result<(), pyro_core::LifecycleError> {
+        self.forward.shutdown(deadline).await
+    }
+}
+
+/// Discovered targets replace the index ([`Enricher::set_targets`]), so
+/// [`pyro_core::discoverer::feed`] can drive an enricher.
+impl pyro_core::TargetConsumer for Enricher {
+    fn set_targets(&self, targets: Vec<Target>) {
+        Enricher::set_targets(self, &targets);
+    }
 }

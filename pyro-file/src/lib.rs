@@ -17,6 +17,16 @@
 //! # let _ = receiver;
 //! ```
 //!
+//! Every label of the profile (`service_name`, `__name__`, target labels such as `region`,
+//! enriched labels, `__container_id__`, …) is kept *inside* the pprof file, as a string label on
+//! every sample: `go tool pprof -tags` lists them and `-tagfocus region=eu-west-1` filters by
+//! them. A label the sample already carries (an SDK's own per-sample label) is left as the
+//! sample has it; labels with an empty value are left out. This was chosen over a sidecar
+//! file so that one file is the whole profile and every pprof tool sees the labels; the price
+//! is that a labelled profile is decoded and re-encoded (samples, stacks and values unchanged;
+//! the sink decodes every profile for its flame graph anyway). A profile without labels is
+//! written byte for byte.
+//!
 //! Files are named `<service_name>.<profile type>.<unix seconds>-<sequence>.pb.gz` (and `.svg`),
 //! with characters other than `[A-Za-z0-9._-]` in the service name replaced by `_`. Writing is
 //! plain blocking file I/O on the calling task: the sink is meant for local runs and tests, where
@@ -24,16 +34,13 @@
 #![deny(missing_docs)]
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use pyro_core::pprof::{self, DEFAULT_MAX_DECODED_SIZE, PprofError};
-use pyro_core::{Profile, Sink, SinkError};
+use pyro_core::{Labels, Profile, Sink, SinkError};
 
 /// A profile could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -108,21 +115,19 @@ impl FileSink {
         &self.dir
     }
 
-    /// Writes one profile, returning the paths written.
+    /// Writes one profile, its labels as sample labels (see the [crate docs](crate)),
+    /// returning the paths written.
     pub fn write(&self, profile: &Profile) -> Result<Written, FileSinkError> {
-        let decoded = pprof::decode(&profile.raw, DEFAULT_MAX_DECODED_SIZE)?;
+        let mut decoded = pprof::decode(&profile.raw, DEFAULT_MAX_DECODED_SIZE)?;
         let stem = self.stem(profile);
         let pprof_path = self.dir.join(format!("{stem}.pb.gz"));
-        let gz = if profile.is_gzipped() {
+        let gz = if add_sample_labels(&mut decoded, &profile.labels) {
+            // Level 1, as Alloy compresses.
+            pprof::encode_gzip(&decoded, 1)
+        } else if profile.is_gzipped() {
             profile.raw.to_vec()
         } else {
-            let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
-            enc.write_all(&profile.raw)
-                .and_then(|()| enc.finish())
-                .map_err(|source| FileSinkError::Io {
-                    path: pprof_path.clone(),
-                    source,
-                })?
+            pprof::gzip(&profile.raw, 1)
         };
         fs::write(&pprof_path, gz).map_err(|source| FileSinkError::Io {
             path: pprof_path.clone(),
@@ -157,6 +162,47 @@ impl FileSink {
             sanitize(profile.profile_type().unwrap_or("profile")),
         )
     }
+}
+
+/// Adds every non-empty label of `labels` as a string label to every sample of `profile` that
+/// does not carry that key already. Returns whether anything was added.
+fn add_sample_labels(profile: &mut pprof::Profile, labels: &Labels) -> bool {
+    let mut added = false;
+    for label in labels.iter().filter(|l| !l.value().is_empty()) {
+        let mut interned: Option<(i64, i64)> = None;
+        for i in 0..profile.sample.len() {
+            let has_key = profile.sample[i]
+                .label
+                .iter()
+                .any(|l| profile.string(l.key) == label.name());
+            if has_key {
+                continue;
+            }
+            let (key, value) = *interned.get_or_insert_with(|| {
+                (
+                    intern(&mut profile.string_table, label.name()),
+                    intern(&mut profile.string_table, label.value()),
+                )
+            });
+            profile.sample[i].label.push(pprof::Label {
+                key,
+                str: value,
+                num: 0,
+                num_unit: 0,
+            });
+            added = true;
+        }
+    }
+    added
+}
+
+/// The index of `s` in a pprof string table, appending it when missing.
+fn intern(table: &mut Vec<String>, s: &str) -> i64 {
+    let index = table.iter().position(|t| t == s).unwrap_or_else(|| {
+        table.push(s.to_owned());
+        table.len() - 1
+    });
+    i64::try_from(index).unwrap_or(i64::MAX)
 }
 
 fn sanitize(s: &str) -> String {

@@ -5,18 +5,30 @@
 //!
 //! # Thread state: the strategy
 //!
-//! The walker needs the `PyThreadState` of the thread that was on the CPU. Like pyperf (the
-//! legacy Pyroscope engine) we emulate `pthread_getspecific` on CPython's own thread-state key
-//! (`PyGILState_GetThisThreadState`): the key is `_PyRuntime.gilstate.autoTSSkey` (3.8–3.11) or
-//! `_PyRuntime.autoTSSkey` (3.12–3.13), and for glibc the value of key `k` is
+//! The walker needs the `PyThreadState` of the thread that was on the CPU: the state the thread
+//! is *bound* to (`PyGILState_GetThisThreadState`), which it keeps while it runs native code
+//! with the GIL released. Like pyperf (the legacy Pyroscope engine) we emulate
+//! `pthread_getspecific` on CPython's own thread-state key up to 3.14: the key is
+//! `_PyRuntime.gilstate.autoTSSkey` (3.8–3.11) or `_PyRuntime.autoTSSkey` (3.12–3.14), and for
+//! glibc the value of key `k` is
 //! `struct pthread.specific_1stblock[k].data`, at a fixed offset from the thread pointer
 //! (`fsbase` on x86_64, where `pthread_self()` is the thread pointer). It works the same for
 //! every version in the table, gives the thread's own state whether or not it holds the GIL
 //! (unlike `gilstate.tstate_current`, which names the GIL holder), and needs no disassembly.
 //! The OpenTelemetry profiler finds the same key by disassembling `PyGILState_GetThisThreadState`
-//! and, from 3.13, reads the static TLS variable `_Py_tss_tstate` instead (which needs the TLS
-//! block offset from disassembly); the key still exists and is set in 3.13, so one strategy
-//! covers 3.8–3.13 here.
+//! and, from 3.13, reads the static TLS variable `_Py_tss_tstate` instead. That variable holds
+//! the *attached* thread state, which CPython clears (`current_fast_clear`) whenever the thread
+//! releases the GIL, so a thread hashing or compressing without the GIL would lose its Python
+//! stack; the key (bound state) is still set in 3.13 and 3.14, so the key strategy covers
+//! 3.8–3.14 here.
+//!
+//! 3.15 removed the key: the bound state is the static TLS variable `_Py_tss_gilstate`, at a
+//! fixed offset from the thread pointer in every thread ([`PyProcConfig::tstate_tls_offset`]).
+//! The offset is read from the code of `PyGILState_GetThisThreadState`, which is exported and
+//! is nothing but that load: `mov %fs:OFFSET, %rax; ret` in an executable (local-exec TLS), or
+//! `mov GOT(%rip), %rax; mov %fs:(%rax), %rax; ret` in a shared libpython (initial-exec: the
+//! offset is the GOT slot's value in the process). It is then confirmed on the live process:
+//! some thread of the interpreter must hold its own state at that offset.
 //!
 //! glibc's offset of `specific_1stblock` varies between glibc builds, so it is not taken from a
 //! table: it is **calibrated** on the live process. `PyThreadState.thread_id` holds
@@ -158,6 +170,9 @@ pub struct PythonModule {
     pub free_threaded: bool,
     /// Lowest start address of the file's mappings at file offset 0.
     pub base: u64,
+    /// End address of that mapping (with [`PythonModule::base`], its name in
+    /// `/proc/PID/map_files`).
+    pub base_end: u64,
 }
 
 /// A detected CPython process, ready for the walker.
@@ -171,8 +186,8 @@ pub struct PythonProcess {
     pub module: PythonModule,
     /// Load bias of that file (address in the process = address in the file + bias).
     pub bias: u64,
-    /// The thread-state pthread key, as read at detection.
-    pub tss_key: u32,
+    /// The thread-state pthread key, as read at detection (`None` from 3.15, which has none).
+    pub tss_key: Option<u32>,
     /// What the BPF walker needs (and the reference walker uses).
     pub config: PyProcConfig,
 }
@@ -230,9 +245,11 @@ pub fn find_python_module(pid: u32) -> Result<Option<PythonModule>, DetectError>
             .iter()
             .filter(|m| m.offset == 0)
             .filter(|m| matches!(&m.pathname, procfs::process::MMapPath::Path(p) if *p == path))
-            .map(|m| m.address.0)
+            .map(|m| m.address)
             .min();
-        let Some(base) = base else { continue };
+        let Some((base, base_end)) = base else {
+            continue;
+        };
         return Ok(Some(PythonModule {
             path,
             is_library,
@@ -243,6 +260,7 @@ pub fn find_python_module(pid: u32) -> Result<Option<PythonModule>, DetectError>
             },
             free_threaded,
             base,
+            base_end,
         }));
     }
     Ok(None)
@@ -255,6 +273,7 @@ struct Symbols {
     py_version: Option<u64>,
     code_type: Option<u64>,
     unicode_type: Option<u64>,
+    gilstate_fn: Option<u64>,
 }
 
 impl Symbols {
@@ -264,6 +283,7 @@ impl Symbols {
             Ok(b"Py_Version") => &mut self.py_version,
             Ok(b"PyCode_Type") => &mut self.code_type,
             Ok(b"PyUnicode_Type") => &mut self.unicode_type,
+            Ok(b"PyGILState_GetThisThreadState") => &mut self.gilstate_fn,
             _ => return,
         };
         if slot.is_none() && sym.address() != 0 {
@@ -277,6 +297,7 @@ impl Symbols {
             && self.code_type.is_some()
             && self.unicode_type.is_some()
             && (minor < 11 || self.py_version.is_some())
+            && (minor < 15 || self.gilstate_fn.is_some())
     }
 }
 
@@ -286,6 +307,8 @@ struct ElfInfo {
     first_vaddr: u64,
     /// `PY_VERSION` patch level found in `.rodata` (only looked for without `Py_Version`).
     rodata_patch: Option<u8>,
+    /// The first bytes of `PyGILState_GetThisThreadState` (3.15+).
+    gilstate_code: Option<Vec<u8>>,
 }
 
 fn read_elf(pid: u32, host_path: &Path, minor: u8) -> Result<ElfInfo, DetectError> {
@@ -322,10 +345,20 @@ fn read_elf(pid: u32, host_path: &Path, minor: u8) -> Result<ElfInfo, DetectErro
     } else {
         None
     };
+    let gilstate_code = symbols.gilstate_fn.and_then(|addr| {
+        let section = elf
+            .sections()
+            .find(|s| (s.address()..s.address() + s.size()).contains(&addr))?;
+        let data = section.data().ok()?;
+        let start = usize::try_from(addr - section.address()).ok()?;
+        data.get(start..)
+            .map(|d| d[..d.len().min(GILSTATE_CODE_BYTES)].to_vec())
+    });
     Ok(ElfInfo {
         symbols,
         first_vaddr,
         rodata_patch,
+        gilstate_code,
     })
 }
 
@@ -387,12 +420,22 @@ pub fn detect_module(
     if !nv.is_supported() {
         return Err(unsupported(nv, false));
     }
-    let host_path = PathBuf::from(format!("/proc/{pid}/root")).join(
+    // The file as the process sees it (containers: another mount namespace), else the mapping
+    // itself: a process in a chroot has its maps named from the reader's root.
+    let in_root = PathBuf::from(format!("/proc/{pid}/root")).join(
         module
             .path
             .strip_prefix("/")
             .unwrap_or(module.path.as_path()),
     );
+    let host_path = if in_root.is_file() {
+        in_root
+    } else {
+        PathBuf::from(format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            module.base, module.base_end
+        ))
+    };
     let elf = read_elf(pid, &host_path, nv.minor)?;
     let bias = module.base.wrapping_sub(elf.first_vaddr);
     let missing = |symbol: &'static str| DetectError::MissingSymbol {
@@ -436,19 +479,36 @@ pub fn detect_module(
         .unicode_type
         .ok_or_else(|| missing("PyUnicode_Type"))?
         .wrapping_add(bias);
-    let tss_key_addr = runtime.wrapping_add(u64::from(offsets.runtime_tss_key));
-    let (tss_key, tls_key0_data) = calibrate_tls(pid, mem, offsets, runtime, tss_key_addr)?;
+    let (tss_key_addr, tss_key, tls_key0_data, tstate_tls_offset) =
+        if offsets.runtime_tss_key == layout::NONE {
+            let code = elf
+                .gilstate_code
+                .as_deref()
+                .ok_or_else(|| missing("PyGILState_GetThisThreadState"))?;
+            let fn_addr = elf
+                .symbols
+                .gilstate_fn
+                .ok_or_else(|| missing("PyGILState_GetThisThreadState"))?
+                .wrapping_add(bias);
+            let off = static_tls_offset(pid, mem, offsets, runtime, code, fn_addr)?;
+            (0, None, 0, off)
+        } else {
+            let tss_key_addr = runtime.wrapping_add(u64::from(offsets.runtime_tss_key));
+            let (key, key0) = calibrate_tls(pid, mem, offsets, runtime, tss_key_addr)?;
+            (tss_key_addr, Some(key), key0, 0)
+        };
     let config = PyProcConfig {
         runtime_addr: runtime,
         tss_key_addr,
         code_type_addr: code_type,
         unicode_type_addr: unicode_type,
         tls_key0_data,
+        tstate_tls_offset,
         version_hex: version.hex(),
         libc: Libc::Glibc as u32,
         offsets: *offsets,
     };
-    tracing::debug!(pid, %version, path = %module.path.display(), bias, runtime, tss_key, tls_key0_data, "detected CPython");
+    tracing::debug!(pid, %version, path = %module.path.display(), bias, runtime, ?tss_key, tls_key0_data, tstate_tls_offset = tstate_tls_offset as i64, "detected CPython");
     Ok(PythonProcess {
         pid,
         version,
@@ -531,6 +591,95 @@ fn calibrate_tls(
             "no glibc key slot holding the thread state found in {tried} threads (musl, or another libc layout)"
         ),
     })
+}
+
+/// Bytes of `PyGILState_GetThisThreadState` decoded (the two forms are 13 and 18 bytes long).
+const GILSTATE_CODE_BYTES: usize = 32;
+
+/// How `PyGILState_GetThisThreadState` loads the thread-local `_Py_tss_gilstate` (x86_64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsLoad {
+    /// `mov %fs:OFFSET, %rax` (local-exec, in an executable): the offset itself.
+    ThreadPointer(i32),
+    /// `mov DISP(%rip), %rax; mov %fs:(%rax), %rax` (initial-exec, in a shared library): the
+    /// offset is the value of the GOT slot at `DISP` from `end` (the end of the first
+    /// instruction, relative to the start of the function).
+    Got {
+        /// `rip`-relative displacement of the GOT slot.
+        disp: i32,
+        /// Where the displacement counts from, in bytes after the function's start.
+        end: u64,
+    },
+}
+
+/// Decodes the TLS load that starts `PyGILState_GetThisThreadState` (after an optional
+/// `endbr64`); `None` for any other code.
+pub fn decode_tls_load(code: &[u8]) -> Option<TlsLoad> {
+    let start = if code.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+        4
+    } else {
+        0
+    };
+    let c = code.get(start..)?;
+    let i32_at = |at: usize| -> Option<i32> {
+        Some(i32::from_le_bytes(c.get(at..at + 4)?.try_into().ok()?))
+    };
+    if c.starts_with(&[0x64, 0x48, 0x8b, 0x04, 0x25]) && c.get(9) == Some(&0xc3) {
+        return Some(TlsLoad::ThreadPointer(i32_at(5)?));
+    }
+    if c.starts_with(&[0x48, 0x8b, 0x05]) && c.get(7..12) == Some(&[0x64, 0x48, 0x8b, 0x00, 0xc3]) {
+        return Some(TlsLoad::Got {
+            disp: i32_at(3)?,
+            end: start as u64 + 7,
+        });
+    }
+    None
+}
+
+/// The offset from the thread pointer of `_Py_tss_gilstate` (3.15+; see the module docs),
+/// confirmed on the live process.
+fn static_tls_offset(
+    pid: u32,
+    mem: &dyn Memory,
+    offsets: &PyOffsets,
+    runtime: u64,
+    code: &[u8],
+    fn_addr: u64,
+) -> Result<u64, DetectError> {
+    let tls_err = |reason: String| DetectError::Tls { pid, reason };
+    let off = match decode_tls_load(code) {
+        Some(TlsLoad::ThreadPointer(off)) => i64::from(off) as u64,
+        Some(TlsLoad::Got { disp, end }) => {
+            let slot = fn_addr
+                .wrapping_add(end)
+                .wrapping_add(i64::from(disp) as u64);
+            mem.read_u64(slot)?
+        }
+        None => {
+            return Err(tls_err(format!(
+                "PyGILState_GetThisThreadState is not a TLS load this version of pyro reads ({:02x?})",
+                &code[..code.len().min(16)]
+            )));
+        }
+    };
+    let states = thread_states(mem, offsets, runtime)?;
+    if states.is_empty() {
+        return Err(DetectError::NotReady {
+            pid,
+            reason: "no thread state",
+        });
+    }
+    for &tstate in &states {
+        let tp = mem.read_u64(tstate.wrapping_add(u64::from(offsets.tstate_thread_id)))?;
+        if tp != 0 && mem.read_u64(tp.wrapping_add(off)).ok() == Some(tstate) {
+            return Ok(off);
+        }
+    }
+    Err(tls_err(format!(
+        "no thread of {} holds its state at thread pointer {:+#x} (_Py_tss_gilstate)",
+        states.len(),
+        off as i64
+    )))
 }
 
 /// Scans `struct pthread` at `tp` for `{odd seq, tstate}` at `16 * key` into a key block;
@@ -624,6 +773,7 @@ mod tests {
             },
             free_threaded,
             base: 0x40_0000,
+            base_end: 0x42_5000,
         }
     }
 
@@ -632,7 +782,7 @@ mod tests {
     fn unsupported_versions() {
         for (name, minor, ft) in [
             ("python3.7", 7, false),
-            ("python3.14", 14, false),
+            ("python3.16", 16, false),
             ("libpython3.13t.so.1.0", 13, true),
         ] {
             match detect_module(1, module(name), &NoMem) {
@@ -649,8 +799,8 @@ mod tests {
                 other => panic!("{name}: {other:?}"),
             }
         }
-        let e = detect_module(1, module("python3.14"), &NoMem).unwrap_err();
-        assert_eq!(e.to_string(), "pid 1: unsupported CPython version 3.14");
+        let e = detect_module(1, module("python3.16"), &NoMem).unwrap_err();
+        assert_eq!(e.to_string(), "pid 1: unsupported CPython version 3.16");
         let e = detect_module(1, module("python3.13t"), &NoMem).unwrap_err();
         assert_eq!(
             e.to_string(),

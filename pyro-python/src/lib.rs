@@ -3,7 +3,7 @@
 //! the legacy Pyroscope engine names them) instead of interpreter internals.
 //!
 //! Where it sits: the collector (`pyro-ebpf`) calls [`detect()`] on a process it sees for the
-//! first time; for CPython 3.8–3.13 it gets a [`PyProcConfig`] (addresses in the process and the
+//! first time; for CPython 3.8–3.15 it gets a [`PyProcConfig`] (addresses in the process and the
 //! version's struct offsets) to put into a BPF hash map keyed by pid, which the kernel-side
 //! walker reads on every sample. Other versions give [`DetectError::UnsupportedVersion`]
 //! (logged once, counted, native stacks kept). [`layout`] re-exports these types from
@@ -20,7 +20,7 @@
 //! let py311 = offsets_for(3, 11).expect("3.11 is in the table");
 //! assert_eq!(py311.frame_model, FrameModel::CFrame as u8);
 //! assert_ne!(py311.code_qualname, NONE); // 3.11 has co_qualname
-//! assert!(offsets_for(3, 14).is_none()); // unsupported: native stacks only
+//! assert!(offsets_for(3, 16).is_none()); // unsupported: native stacks only
 //!
 //! # fn frames(pid: u32) -> Result<(), Box<dyn std::error::Error>> {
 //! // On a live process (needs the right to read its memory):

@@ -7,12 +7,14 @@
 //! 1. **Thread state**: `key = Py_tss_t._key` at [`PyProcConfig::tss_key_addr`] (its
 //!    `_is_initialized` must be non-zero); `tstate = *(tp + tls_key0_data + 16 * key)` where `tp`
 //!    is the thread pointer (`task->thread.fsbase` in BPF; `PyThreadState.thread_id` here, which
-//!    glibc sets to the same value).
+//!    glibc sets to the same value). From 3.15 (no key): `tstate = *(tp + tstate_tls_offset)`.
 //! 2. **Top frame**: [`FrameModel::FrameObject`]: `*(tstate + tstate_frame)`;
 //!    [`FrameModel::CFrame`]: `*(*(tstate + tstate_frame) + cframe_current_frame)`;
 //!    [`FrameModel::Direct`]: `*(tstate + tstate_frame)`.
 //! 3. **Frames**, at most [`MAX_PYTHON_FRAMES`] steps (shim frames count): on 3.12+ a frame whose
-//!    `owner` is `FRAME_OWNED_BY_CSTACK` is skipped; `code = *(frame + frame_code)` must have
+//!    `owner` is [`OWNER_INCOMPLETE`](crate::layout::OWNER_INCOMPLETE) or above (C-stack shims,
+//!    3.14+'s interpreter base frames) is skipped; `code = *(frame + frame_code)`, its
+//!    `_PyStackRef` tag bits cleared on 3.14+ ([`frame_code`]), must have
 //!    `ob_type == PyCode_Type`, else the frame is [`PyFrame::Unknown`]; then `co_name`,
 //!    `co_qualname` (3.11+) and `co_filename` are read as strings; `frame = *(frame +
 //!    frame_back)`. A stack still going after the bound is marked truncated.
@@ -151,12 +153,16 @@ pub struct PyStack {
     pub errors: u32,
 }
 
-/// `tstate` of the thread whose thread pointer is `tp`, by the pthread key (step 1).
+/// `tstate` of the thread whose thread pointer is `tp`, by the pthread key, or from 3.15 the
+/// static TLS variable at [`PyProcConfig::tstate_tls_offset`] (step 1).
 pub fn thread_state_from_tls(
     mem: &dyn Memory,
     cfg: &PyProcConfig,
     tp: u64,
 ) -> Result<u64, WalkError> {
+    if cfg.offsets.runtime_tss_key == NONE {
+        return Ok(mem.read_u64(tp.wrapping_add(cfg.tstate_tls_offset))?);
+    }
     let key = detect::read_tss_key(mem, &cfg.offsets, cfg.tss_key_addr)?
         .ok_or(WalkError::KeyNotInitialised)?;
     Ok(mem.read_u64(
@@ -199,9 +205,9 @@ pub fn walk_thread(
             return Ok(stack);
         }
         let back = mem.read_u64(frame.wrapping_add(u64::from(o.frame_back)))?;
-        if o.frame_owner != NONE && o.owner_cstack != 0xff {
+        if o.frame_owner != NONE && o.owner_incomplete != 0xff {
             let owner = mem.read_u8(frame.wrapping_add(u64::from(o.frame_owner)))?;
-            if owner == o.owner_cstack {
+            if owner >= o.owner_incomplete {
                 frame = back;
                 continue;
             }
@@ -221,10 +227,19 @@ pub fn walk_thread(
     Ok(stack)
 }
 
+/// The code object address of a frame's code field: the tag bits of a `_PyStackRef` (3.14+)
+/// cleared.
+pub fn frame_code(raw: u64, cfg: &PyProcConfig) -> u64 {
+    raw & !u64::from(cfg.offsets.frame_code_tag_bits)
+}
+
 /// Reads the symbol of one frame (steps 3–5).
 pub fn read_frame(mem: &dyn Memory, cfg: &PyProcConfig, frame: u64) -> Result<PySymbol, WalkError> {
     let o = &cfg.offsets;
-    let code = mem.read_u64(frame.wrapping_add(u64::from(o.frame_code)))?;
+    let code = frame_code(
+        mem.read_u64(frame.wrapping_add(u64::from(o.frame_code)))?,
+        cfg,
+    );
     let mut sym = read_code(mem, cfg, code)?;
     if sym.qualname.is_none() {
         // A class that cannot be read leaves the frame unqualified, as in pyperf.
@@ -586,6 +601,7 @@ mod tests {
             code_type_addr: CODE_TYPE,
             unicode_type_addr: STR_TYPE,
             tls_key0_data: 0x318,
+            tstate_tls_offset: (-0x28i64) as u64,
             version_hex: 0x0300_0000 | (u32::from(minor) << 16),
             libc: Libc::Glibc as u32,
             offsets: *offsets_for(3, minor).expect("row"),
@@ -680,7 +696,10 @@ mod tests {
             m.put_u64(f + u64::from(o.frame_back), back);
         }
         m.put_u64(frames[0] + u64::from(o.frame_code), codes[0]);
-        m.put(frames[1] + u64::from(o.frame_owner), &[OWNER_CSTACK_VALUE]);
+        m.put(
+            frames[1] + u64::from(o.frame_owner),
+            &[OWNER_INCOMPLETE_VALUE],
+        );
         m.put_u64(frames[2] + u64::from(o.frame_code), codes[1]);
         m.put_u64(frames[3] + u64::from(o.frame_code), codes[2]);
         let stack = walk_thread(&m, &cfg, tstate).unwrap();
@@ -699,7 +718,84 @@ mod tests {
         assert_eq!(walk_thread(&m, &cfg, tstate).unwrap().frames, []);
     }
 
-    const OWNER_CSTACK_VALUE: u8 = crate::layout::OWNER_CSTACK;
+    const OWNER_INCOMPLETE_VALUE: u8 = crate::layout::OWNER_INCOMPLETE;
+
+    /// 3.14 and 3.15: `f_executable` is a tagged `_PyStackRef` (tag bits cleared), frames owned
+    /// by the interpreter (3) or the C stack (4, 3.14) are skipped; 3.15 finds the thread state
+    /// in static TLS below the thread pointer.
+    #[test]
+    fn walk_314_and_315_frames() {
+        for minor in [14, 15] {
+            let cfg = config(minor);
+            let o = cfg.offsets;
+            let mut m = FakeMem::new();
+            let tstate = BASE + 0x3000;
+            let tp = BASE + 0x8000;
+            let frames = [BASE + 0x4000, BASE + 0x4100, BASE + 0x4200, BASE + 0x4300];
+            let codes = [BASE + 0x10000, BASE + 0x12000];
+            if minor == 15 {
+                m.put_u64(tp - 0x28, tstate);
+            } else {
+                m.put_u32(cfg.tss_key_addr, 1);
+                m.put_u32(cfg.tss_key_addr + u64::from(o.tss_key), 2);
+                m.put_u64(tp + cfg.tls_key0_data + 16 * 2, tstate);
+            }
+            assert_eq!(thread_state_from_tls(&m, &cfg, tp).unwrap(), tstate);
+            m.put_u64(tstate + u64::from(o.tstate_frame), frames[0]);
+            m.put_code(&cfg, codes[0], "area", "Shape.area", "/app/work.py");
+            m.put_code(&cfg, codes[1], "<module>", "<module>", "/app/main.py");
+            for (i, f) in frames.iter().enumerate() {
+                let back = frames.get(i + 1).copied().unwrap_or(0);
+                m.put_u64(f + u64::from(o.frame_back), back);
+            }
+            // Reference-count tag (`Py_TAG_REFCNT`, 1) on the leaf's code; an interpreter-owned
+            // and a C-stack frame (with a None-like non-code executable) in between.
+            m.put_u64(frames[0] + u64::from(o.frame_code), codes[0] | 1);
+            m.put(frames[1] + u64::from(o.frame_owner), &[3]);
+            m.put_u64(frames[1] + u64::from(o.frame_code), STR_TYPE);
+            m.put(frames[2] + u64::from(o.frame_owner), &[4]);
+            m.put_u64(frames[3] + u64::from(o.frame_code), codes[1] | 3);
+            let stack = walk_thread(&m, &cfg, tstate).unwrap();
+            let names: Vec<String> = stack.frames.iter().map(PyFrame::legacy_name).collect();
+            assert_eq!(
+                names,
+                ["work.py Shape.area", "main.py <module>"],
+                "3.{minor}"
+            );
+            assert_eq!(stack.errors, 0);
+        }
+    }
+
+    /// The two forms of `PyGILState_GetThisThreadState` 3.15 builds have (x86_64).
+    #[test]
+    fn tls_load_decoding() {
+        use crate::detect::{TlsLoad, decode_tls_load};
+        // Debian's python3.15 (an executable: local-exec).
+        let exe = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0x64, 0x48, 0x8b, 0x04, 0x25, 0xd8, 0xff, 0xff, 0xff, 0xc3,
+        ];
+        assert_eq!(decode_tls_load(&exe), Some(TlsLoad::ThreadPointer(-0x28)));
+        assert_eq!(
+            decode_tls_load(&exe[4..]),
+            Some(TlsLoad::ThreadPointer(-0x28))
+        );
+        // A shared libpython (initial-exec through the GOT).
+        let lib = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x8b, 0x05, 0x10, 0x20, 0x00, 0x00, 0x64, 0x48, 0x8b,
+            0x00, 0xc3,
+        ];
+        assert_eq!(
+            decode_tls_load(&lib),
+            Some(TlsLoad::Got {
+                disp: 0x2010,
+                end: 11
+            })
+        );
+        // Anything else (a call, a truncated copy) is not guessed at.
+        assert_eq!(decode_tls_load(&exe[..10]), None);
+        assert_eq!(decode_tls_load(&[0xe8, 0, 0, 0, 0, 0xc3]), None);
+        assert_eq!(decode_tls_load(&[]), None);
+    }
 
     /// A cycle in the frame chain (or a very deep stack) stops at the bound.
     #[test]

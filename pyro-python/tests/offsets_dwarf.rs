@@ -7,8 +7,8 @@ mod support;
 use std::collections::HashMap;
 
 use pyro_python::layout::{
-    NONE, OWNER_CSTACK, PyOffsets, STATE_ASCII_BIT, STATE_COMPACT_BIT, STATE_KIND_MASK,
-    STATE_KIND_SHIFT, offsets_for,
+    NONE, OWNER_INCOMPLETE, PyOffsets, STACKREF_TAG_BITS, STATE_ASCII_BIT, STATE_COMPACT_BIT,
+    STATE_KIND_MASK, STATE_KIND_SHIFT, offsets_for,
 };
 use support::dwarf::{self, Layout};
 
@@ -48,10 +48,15 @@ fn from_dwarf(l: &HashMap<String, Layout>, minor: u8, label: &str) -> PyOffsets 
     };
     let old = minor <= 10;
     PyOffsets {
-        runtime_tss_key: if minor <= 11 {
-            get("_PyRuntimeState", &["gilstate", "autoTSSkey"])
-        } else {
-            get("_PyRuntimeState", &["autoTSSkey"])
+        runtime_tss_key: match minor {
+            ..=11 => get("_PyRuntimeState", &["gilstate", "autoTSSkey"]),
+            12..=14 => get("_PyRuntimeState", &["autoTSSkey"]),
+            // 3.15 keeps the bound thread state in the static TLS variable `_Py_tss_gilstate`.
+            _ => {
+                let runtime = l.get("_PyRuntimeState").expect("_PyRuntimeState");
+                assert_eq!(runtime.offset(&["autoTSSkey"]), None, "{label}");
+                NONE
+            }
         },
         runtime_interpreters_head: get("_PyRuntimeState", &["interpreters", "head"]),
         interp_threads_head: if old {
@@ -161,8 +166,24 @@ fn check(label: &str, minor: u8, debug_file: &std::path::Path) {
         "{label}"
     );
     if minor >= 12 {
-        assert_eq!(row.owner_cstack, OWNER_CSTACK);
+        assert_eq!(row.owner_incomplete, OWNER_INCOMPLETE, "{label}");
     }
+    // From 3.14 `f_executable` is a `_PyStackRef` (a union of one `uintptr_t bits`): the
+    // walker clears its tag bits.
+    let executable_is_stackref = l
+        .get("_PyInterpreterFrame")
+        .and_then(|f| f.member_layout("f_executable"))
+        .is_some_and(|r| r.offset(&["bits"]) == Some(0));
+    assert_eq!(
+        row.frame_code_tag_bits,
+        if executable_is_stackref {
+            STACKREF_TAG_BITS
+        } else {
+            0
+        },
+        "{label}: f_executable is{} a _PyStackRef",
+        if executable_is_stackref { "" } else { " not" }
+    );
     eprintln!(
         "CHECKED: 3.{minor} row against {label} ({})",
         debug_file.display()
@@ -221,12 +242,37 @@ fn pyenv_builds_match_dwarf() {
     eprintln!("checked: {checked:?}");
 }
 
+/// Debian sid's 3.13, 3.14 and 3.15 in the root `.ci/python-roots.sh` builds
+/// (`PYRO_PYTHON_ROOT`, default `/tmp/pyro-python-roots/sid`): the debug file of each
+/// `python3.X` executable (which links libpython statically) from `python3.X-dbg`.
 #[test]
-fn table_covers_3_8_to_3_13_only() {
+fn sid_313_to_315_match_dwarf() {
+    for minor in [13, 14, 15] {
+        let Some(py) = support::sid(minor) else {
+            continue;
+        };
+        let root = py.root.clone().expect("a root");
+        let debug = dwarf::debug_file_in(&root, &py.interpreter);
+        let Some(debug) = debug else {
+            assert!(
+                !support::tools_required(),
+                "{}: no debug file in {} and PYRO_REQUIRE_TOOLS=1 (.ci/python-roots.sh installs python3.{minor}-dbg)",
+                py.label,
+                root.display()
+            );
+            eprintln!("SKIPPED: {}: no debug file", py.label);
+            continue;
+        };
+        check(&py.label, minor, &debug);
+    }
+}
+
+#[test]
+fn table_covers_3_8_to_3_15_only() {
     for minor in 0..=20 {
         assert_eq!(
             offsets_for(3, minor).is_some(),
-            (8..=13).contains(&minor),
+            (8..=15).contains(&minor),
             "3.{minor}"
         );
     }
@@ -246,5 +292,217 @@ fn layout_module_uses_core_only() {
             "pyro-ebpf-common/src/python.rs uses {banned}"
         );
     }
-    assert_eq!(pyro_python::PyProcConfig::SIZE, 104);
+    assert_eq!(pyro_python::PyProcConfig::SIZE, 112);
+}
+
+/// 3.15 keeps the bound thread state in `_Py_tss_gilstate` (static TLS): the offset from the
+/// thread pointer that detection decodes from `PyGILState_GetThisThreadState` equals the one the
+/// debug file's symbol table gives (x86_64 TLS variant II: the executable's block ends at the
+/// thread pointer, so the offset is `st_value - roundup(PT_TLS.p_memsz, p_align)`).
+#[test]
+fn sid_315_tls_offset_matches_symtab() {
+    use object::{Object, ObjectSection, ObjectSymbol, read::elf::ProgramHeader};
+
+    let Some(py) = support::sid(15) else {
+        return;
+    };
+    let root = py.root.clone().expect("a root");
+    let exe_data = std::fs::read(&py.interpreter).expect("read python3.15");
+    let exe = object::read::elf::ElfFile64::<object::LittleEndian>::parse(&*exe_data)
+        .expect("parse python3.15");
+    let func = exe
+        .dynamic_symbols()
+        .find(|s| s.name() == Ok("PyGILState_GetThisThreadState"))
+        .expect("PyGILState_GetThisThreadState is exported");
+    let text = exe
+        .sections()
+        .find(|s| (s.address()..s.address() + s.size()).contains(&func.address()))
+        .expect("its section");
+    let code = &text.data().expect("section data")[(func.address() - text.address()) as usize..];
+    let decoded = match pyro_python::detect::decode_tls_load(&code[..32]) {
+        Some(pyro_python::detect::TlsLoad::ThreadPointer(off)) => i64::from(off),
+        other => panic!("{}: unexpected TLS load {other:?}", py.label),
+    };
+    let endian = object::LittleEndian;
+    let tls = exe
+        .elf_program_headers()
+        .iter()
+        .find(|p| p.p_type(endian) == object::elf::PT_TLS)
+        .expect("a PT_TLS segment");
+    let (memsz, align) = (tls.p_memsz(endian), tls.p_align(endian).max(1));
+    let block = memsz.div_ceil(align) * align;
+    let Some(debug) = dwarf::debug_file_in(&root, &py.interpreter) else {
+        assert!(!support::tools_required(), "{}: no debug file", py.label);
+        return;
+    };
+    let debug_data = std::fs::read(&debug).expect("read the debug file");
+    let debug_elf = object::File::parse(&*debug_data).expect("parse the debug file");
+    let sym = debug_elf
+        .symbols()
+        .find(|s| s.name() == Ok("_Py_tss_gilstate"))
+        .expect("_Py_tss_gilstate in the debug symtab");
+    assert_eq!(sym.kind(), object::SymbolKind::Tls);
+    let want = sym.address() as i64 - block as i64;
+    assert_eq!(
+        decoded, want,
+        "{}: decoded {decoded}, symtab {want}",
+        py.label
+    );
+    eprintln!(
+        "CHECKED: {} _Py_tss_gilstate at thread pointer {decoded}",
+        py.label
+    );
+}
+
+/// 3.13+ carry their own offsets: `_PyRuntime` starts with `_Py_DebugOffsets`, filled in at
+/// build time with `offsetof` of the members remote debuggers read (the `.PyRuntime` section of
+/// the executable holds them as initialised data). Every table field that has a counterpart
+/// there equals CPython's own value: a second reference besides the DWARF of the structs.
+#[test]
+fn sid_313_to_315_match_py_debug_offsets() {
+    use object::{Object, ObjectSection, ObjectSymbol};
+
+    for minor in [13, 14, 15] {
+        let Some(py) = support::sid(minor) else {
+            continue;
+        };
+        let root = py.root.clone().expect("a root");
+        let Some(debug) = dwarf::debug_file_in(&root, &py.interpreter) else {
+            assert!(!support::tools_required(), "{}: no debug file", py.label);
+            continue;
+        };
+        let layouts = dwarf::layouts(&debug, &["_Py_DebugOffsets"]);
+        let layout = layouts
+            .get("_Py_DebugOffsets")
+            .unwrap_or_else(|| panic!("{}: no _Py_DebugOffsets in DWARF", py.label));
+        let data = std::fs::read(&py.interpreter).expect("read the executable");
+        let exe = object::File::parse(&*data).expect("parse the executable");
+        let runtime = exe
+            .dynamic_symbols()
+            .find(|s| s.name() == Ok("_PyRuntime"))
+            .expect("_PyRuntime is exported")
+            .address();
+        let section = exe
+            .sections()
+            .find(|s| (s.address()..s.address() + s.size()).contains(&runtime))
+            .expect("the section of _PyRuntime");
+        let bytes = section.data().expect("initialised data");
+        let base = (runtime - section.address()) as usize;
+        assert_eq!(&bytes[base..base + 8], b"xdebugpy", "{}: cookie", py.label);
+        let value = |path: &[&str]| -> u16 {
+            let off = layout
+                .offset(path)
+                .unwrap_or_else(|| panic!("{}: no _Py_DebugOffsets.{}", py.label, path.join(".")))
+                as usize;
+            let v = u64::from_le_bytes(bytes[base + off..base + off + 8].try_into().unwrap());
+            u16::try_from(v).expect("an offset")
+        };
+        let row = offsets_for(3, minor).expect("row");
+        let pairs: [(&str, u16, &[&str]); 22] = [
+            (
+                "runtime_interpreters_head",
+                row.runtime_interpreters_head,
+                &["runtime_state", "interpreters_head"],
+            ),
+            (
+                "interp_threads_head",
+                row.interp_threads_head,
+                &["interpreter_state", "threads_head"],
+            ),
+            ("tstate_next", row.tstate_next, &["thread_state", "next"]),
+            (
+                "tstate_thread_id",
+                row.tstate_thread_id,
+                &["thread_state", "thread_id"],
+            ),
+            (
+                "tstate_native_thread_id",
+                row.tstate_native_thread_id,
+                &["thread_state", "native_thread_id"],
+            ),
+            (
+                "tstate_frame",
+                row.tstate_frame,
+                &["thread_state", "current_frame"],
+            ),
+            (
+                "frame_back",
+                row.frame_back,
+                &["interpreter_frame", "previous"],
+            ),
+            (
+                "frame_code",
+                row.frame_code,
+                &["interpreter_frame", "executable"],
+            ),
+            (
+                "frame_owner",
+                row.frame_owner,
+                &["interpreter_frame", "owner"],
+            ),
+            (
+                "frame_localsplus",
+                row.frame_localsplus,
+                &["interpreter_frame", "localsplus"],
+            ),
+            (
+                "code_filename",
+                row.code_filename,
+                &["code_object", "filename"],
+            ),
+            ("code_name", row.code_name, &["code_object", "name"]),
+            (
+                "code_qualname",
+                row.code_qualname,
+                &["code_object", "qualname"],
+            ),
+            (
+                "code_firstlineno",
+                row.code_firstlineno,
+                &["code_object", "firstlineno"],
+            ),
+            (
+                "code_argcount",
+                row.code_argcount,
+                &["code_object", "argcount"],
+            ),
+            (
+                "code_varnames",
+                row.code_varnames,
+                &["code_object", "localsplusnames"],
+            ),
+            ("object_type", row.object_type, &["pyobject", "ob_type"]),
+            ("type_name", row.type_name, &["type_object", "tp_name"]),
+            ("tuple_items", row.tuple_items, &["tuple_object", "ob_item"]),
+            (
+                "unicode_state",
+                row.unicode_state,
+                &["unicode_object", "state"],
+            ),
+            (
+                "unicode_length",
+                row.unicode_length,
+                &["unicode_object", "length"],
+            ),
+            (
+                "unicode_ascii_data",
+                row.unicode_ascii_data,
+                &["unicode_object", "asciiobject_size"],
+            ),
+        ];
+        for (field, ours, path) in pairs {
+            assert_eq!(
+                ours,
+                value(path),
+                "{}: {field} differs from _Py_DebugOffsets.{}",
+                py.label,
+                path.join(".")
+            );
+        }
+        eprintln!(
+            "CHECKED: 3.{minor} row against {}'s _Py_DebugOffsets ({} fields)",
+            py.label,
+            pairs.len()
+        );
+    }
 }

@@ -27,8 +27,8 @@ fn script() -> PathBuf {
 
 /// Starts `main.py mode` and waits until `ready` lines came from every thread.
 fn start(py: &Python, mode: &str, ready: usize) -> Workload {
-    let mut child = Command::new(&py.exe)
-        .arg(script())
+    let mut child = py
+        .command(&script())
         .arg(mode)
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
@@ -68,13 +68,14 @@ fn walker(py: &Python, pid: u32) -> ReferenceWalker {
     );
     assert!(p.version.patch.is_some(), "{}: no patch level", py.label);
     eprintln!(
-        "{}: CPython {} in {} (bias {:#x}), key {}, key 0 data at tp+{:#x}",
+        "{}: CPython {} in {} (bias {:#x}), key {:?}, key 0 data at tp+{:#x}, TLS at tp{:+}",
         py.label,
         p.version,
         p.module.path.display(),
         p.bias,
         p.tss_key,
-        p.config.tls_key0_data
+        p.config.tls_key0_data,
+        p.config.tstate_tls_offset as i64
     );
     assert_eq!(
         p.module.path.canonicalize().ok(),
@@ -258,7 +259,7 @@ fn check_fsbase(py: &Python) {
         assert_eq!(tstate, t.tstate, "{}: thread {:#x}", py.label, t.thread_id);
     }
     eprintln!(
-        "{}: fsbase -> pthread key -> PyThreadState for {} threads",
+        "{}: fsbase -> pthread key or static TLS -> PyThreadState for {} threads",
         py.label,
         threads.len()
     );
@@ -361,6 +362,25 @@ fn pyenv_other_versions() {
     }
     for minor in [8, 9, 10, 12, 13] {
         let Some(py) = support::pyenv(minor) else {
+            continue;
+        };
+        check_threads(&py, "idle");
+        check_threads(&py, "spin");
+        check_fsbase(&py);
+        check_busy(&py);
+        eprintln!("CHECKED: walker on {}", py.label);
+    }
+}
+
+/// Debian sid's 3.13, 3.14 and 3.15, each in the root `.ci/python-roots.sh` builds, run with
+/// `chroot`: an ordinary process of this host with its own files, as in a container.
+#[test]
+fn sid_python_313_to_315() {
+    if !can_read_memory() {
+        return;
+    }
+    for minor in [13, 14, 15] {
+        let Some(py) = support::sid(minor) else {
             continue;
         };
         check_threads(&py, "idle");

@@ -1,67 +1,13 @@
 //! Errors: [`RequestError`] (what a client is told, in Connect's JSON shape) and [`ServeError`]
 //! (what the host is told when the server cannot run).
 
-use std::fmt;
 use std::net::SocketAddr;
 
 use http::StatusCode;
-use pyro_core::{AppendError, AppendErrorKind};
+use pyro_core::AppendError;
 
-/// A Connect protocol error code (<https://connectrpc.com/docs/protocol#error-codes>), the
-/// subset this server answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Code {
-    /// The request is malformed: bad protobuf, JSON, gzip, labels, query parameters.
-    InvalidArgument,
-    /// The client took too long to send its request.
-    DeadlineExceeded,
-    /// No such endpoint.
-    NotFound,
-    /// A limit downstream was hit; retrying later may succeed.
-    ResourceExhausted,
-    /// The request uses something this server does not implement (a `Content-Encoding`, a
-    /// legacy format, an HTTP method).
-    Unimplemented,
-    /// A bug or unexpected failure downstream.
-    Internal,
-    /// A downstream is unreachable or shutting down; retrying later may succeed.
-    Unavailable,
-}
-
-impl Code {
-    /// The code as Connect serialises it (`invalid_argument`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidArgument => "invalid_argument",
-            Self::DeadlineExceeded => "deadline_exceeded",
-            Self::NotFound => "not_found",
-            Self::ResourceExhausted => "resource_exhausted",
-            Self::Unimplemented => "unimplemented",
-            Self::Internal => "internal",
-            Self::Unavailable => "unavailable",
-        }
-    }
-
-    /// The HTTP status Connect assigns to the code.
-    pub fn http_status(self) -> StatusCode {
-        match self {
-            Self::InvalidArgument => StatusCode::BAD_REQUEST,
-            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-impl fmt::Display for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The Connect protocol error code, shared with every pyro crate.
+pub use pyro_core::ConnectCode as Code;
 
 /// A request was refused: the Connect code, the HTTP status and a message naming the problem.
 ///
@@ -86,7 +32,8 @@ impl RequestError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
             code,
-            status: code.http_status(),
+            status: StatusCode::from_u16(code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
         }
     }
@@ -115,18 +62,12 @@ impl RequestError {
     /// Maps a downstream failure: bad input stays `invalid_argument`; only a real outage,
     /// limit or bug becomes `unavailable`, `resource_exhausted` or `internal`.
     pub fn from_append(e: &AppendError) -> Self {
-        let code = match e.kind() {
-            AppendErrorKind::InvalidInput => Code::InvalidArgument,
-            AppendErrorKind::Unavailable | AppendErrorKind::Shutdown => Code::Unavailable,
-            AppendErrorKind::ResourceExhausted => Code::ResourceExhausted,
-            _ => Code::Internal,
-        };
-        Self::new(code, format!("forwarding failed: {e}"))
+        Self::new(e.kind().connect_code(), format!("forwarding failed: {e}"))
     }
 
     /// The JSON body Connect clients parse: `{"code":"…","message":"…"}`.
     pub fn to_json(&self) -> String {
-        serde_json::json!({ "code": self.code.as_str(), "message": self.message }).to_string()
+        serde_json::json!({ "code": self.code.name(), "message": self.message }).to_string()
     }
 }
 

@@ -18,7 +18,7 @@
 //!   reported as a downstream failure, and downstream failures keep their kind.
 //! - Limits: body size, decompressed size (gzip bombs stop there), requests in flight,
 //!   connections, read timeouts; [`ServerHandle::shutdown`] lets in-flight requests finish
-//!   ([`Config`]).
+//!   ([`ReceiveConfig`]).
 //! - Metrics in the host's `prometheus_client` registry ([`ReceiveMetrics`]).
 //!
 //! Where it deliberately differs from Pyroscope and Alloy:
@@ -43,7 +43,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use pyro_core::{AppendError, DynReceiver, Profile, Receiver};
-//! use pyro_receive::{Config, Server};
+//! use pyro_receive::{HttpConfig, ReceiveConfig, Server};
 //!
 //! #[derive(Debug)]
 //! struct Print;
@@ -58,12 +58,16 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 //! # rt.block_on(async {
-//! let config = Config { listen_address: "127.0.0.1".into(), listen_port: 0, ..Config::default() };
+//! let config = ReceiveConfig {
+//!     http: HttpConfig { listen_address: "127.0.0.1".into(), listen_port: 0, ..HttpConfig::default() },
+//!     ..ReceiveConfig::default()
+//! };
 //! let (handle, serve) = Server::new(config, vec![Arc::new(Print) as DynReceiver]).bind()?;
 //! let server = tokio::spawn(serve);
 //! println!("push to http://{}/push.v1.PusherService/Push", handle.local_addr());
 //! // … later:
-//! handle.shutdown();
+//! // Answers the requests in flight, then shuts down what it forwards to.
+//! handle.shutdown(std::time::Instant::now() + std::time::Duration::from_secs(5)).await?;
 //! server.await??;
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! # })?;
@@ -81,4 +85,4 @@ mod server;
 
 pub use error::{Code, RequestError, ServeError};
 pub use metrics::ReceiveMetrics;
-pub use server::{Config, Server, ServerHandle, decode_content_encoding};
+pub use server::{HttpConfig, ReceiveConfig, Server, ServerHandle, decode_content_encoding};

@@ -1,4 +1,4 @@
-//! The HTTP server: [`Config`], [`Server`], [`ServerHandle`], routing and limits.
+//! The HTTP server: [`ReceiveConfig`], [`Server`], [`ServerHandle`], routing and limits.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,8 +17,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use pyro_core::pprof::{self, DEFAULT_MAX_DECODED_SIZE, PprofError};
-use pyro_core::{DynReceiver, Fanout, Profile, Receiver as _};
-use tokio::sync::Semaphore;
+use pyro_core::{DynReceiver, Fanout, LifecycleError, Profile, Receiver as _};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -27,10 +27,53 @@ use crate::ingest::{IngestRequest, parse_ingest};
 use crate::metrics::{EndpointLabels, ReceiveMetrics, RequestLabels};
 use crate::push::{PushEncoding, parse_push};
 
-/// Server settings, named after Alloy's `pyroscope.receive_http` arguments, with its defaults
-/// where it has one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+/// Server settings, named after Alloy's `pyroscope.receive_http` arguments (the `http` block,
+/// `graceful_shutdown_timeout`), with its defaults where it has one, plus pyro's limits. Plain
+/// serde data: unknown fields (and Alloy arguments pyro does not implement, such as
+/// `http.server_write_timeout`, `http.tls` or the `grpc` block) are refused by name. The
+/// receivers it forwards to are given to [`Server::new`].
+///
+/// ```
+/// let c: pyro_receive::ReceiveConfig = serde_json::from_str(
+///     r#"{"http": {"listen_address": "127.0.0.1", "listen_port": 4040}, "graceful_shutdown_timeout": "5s"}"#,
+/// ).unwrap();
+/// assert_eq!(c.http.listen_port, 4040);
+/// assert_eq!(c.graceful_shutdown_timeout, std::time::Duration::from_secs(5));
+/// assert!(serde_json::from_str::<pyro_receive::ReceiveConfig>(r#"{"http": {"server_write_timeout": "1s"}}"#).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiveConfig {
+    /// The `http` block: where and how connections are accepted.
+    pub http: HttpConfig,
+    /// `graceful_shutdown_timeout`: after [`ServerHandle::stop`], how long in-flight
+    /// requests may take to finish before their connections are dropped (the shutdown's own
+    /// deadline caps it too). Default 30 s.
+    #[serde(with = "pyro_core::config::duration")]
+    pub graceful_shutdown_timeout: Duration,
+    /// The largest request body read, in bytes as sent (compressed). Larger bodies get 413
+    /// without being read when `Content-Length` says so, or as soon as the limit is crossed.
+    /// Default 16 MiB. (Alloy has no limit; Pyroscope's is 256 MiB.) pyro-only.
+    pub max_request_body_size: usize,
+    /// The largest decompressed size of a body sent with `Content-Encoding: gzip` and of each
+    /// pprof payload, in bytes. Decompression stops there (gzip bombs cost at most this much
+    /// memory). Default 16 MiB ([`DEFAULT_MAX_DECODED_SIZE`]). pyro-only.
+    ///
+    /// Together these bound one request's memory to about `max_request_body_size + 2 ×
+    /// max_decoded_size` (the inflated body and the largest payload decoded from it); the
+    /// server's peak is that times `max_concurrent_requests`.
+    pub max_decoded_size: usize,
+    /// The most requests read and parsed at once (across all connections); a request beyond
+    /// waits for a slot up to `server_read_timeout`, then gets 429 `resource_exhausted`
+    /// (retryable). This is what bounds the server's memory; `0` means no limit. Default 64.
+    /// pyro-only.
+    pub max_concurrent_requests: usize,
+}
+
+/// The `http` block of [`ReceiveConfig`] (Alloy's `http` block, the parts pyro implements).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
     /// `http.listen_address`: the address to bind; `""` means all IPv4 interfaces. Default `""`.
     pub listen_address: String,
     /// `http.listen_port`. Default `8080`; `0` picks a free port (read it from
@@ -42,35 +85,25 @@ pub struct Config {
     /// `http.server_read_timeout`: the time a client has to send a request's headers, and
     /// again its body. It also closes keep-alive connections idle that long (hyper's header
     /// timeout covers both). Default 30 s.
+    #[serde(with = "pyro_core::config::duration")]
     pub server_read_timeout: Duration,
-    /// `graceful_shutdown_timeout`: after [`ServerHandle::shutdown`], how long in-flight
-    /// requests may take to finish before their connections are dropped. Default 30 s.
-    pub graceful_shutdown_timeout: Duration,
-    /// The largest request body read, in bytes as sent (compressed). Larger bodies get 413
-    /// without being read when `Content-Length` says so, or as soon as the limit is crossed.
-    /// Default 16 MiB. (Alloy has no limit; Pyroscope's is 256 MiB.)
-    pub max_request_body_size: usize,
-    /// The largest decompressed size of a body sent with `Content-Encoding: gzip` and of each
-    /// pprof payload, in bytes. Decompression stops there (gzip bombs cost at most this much
-    /// memory). Default 16 MiB ([`DEFAULT_MAX_DECODED_SIZE`]).
-    ///
-    /// Together these bound one request's memory to about `max_request_body_size + 2 ×
-    /// max_decoded_size` (the inflated body and the largest payload decoded from it); the
-    /// server's peak is that times `max_concurrent_requests`.
-    pub max_decoded_size: usize,
-    /// The most requests read and parsed at once (across all connections); a request beyond
-    /// waits for a slot up to `server_read_timeout`, then gets 429 `resource_exhausted`
-    /// (retryable). This is what bounds the server's memory; `0` means no limit. Default 64.
-    pub max_concurrent_requests: usize,
 }
 
-impl Default for Config {
+impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen_address: String::new(),
             listen_port: 8080,
             conn_limit: 16_384,
             server_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for ReceiveConfig {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
             graceful_shutdown_timeout: Duration::from_secs(30),
             max_request_body_size: 16 << 20,
             max_decoded_size: DEFAULT_MAX_DECODED_SIZE,
@@ -134,19 +167,19 @@ fn unknown_encoding(encoding: &str) -> RequestError {
 /// to the receiver, and the request succeeds when all were accepted.
 #[derive(Debug)]
 pub struct Server {
-    config: Config,
+    config: ReceiveConfig,
     receiver: Fanout,
     metrics: ReceiveMetrics,
 }
 
 impl Server {
     /// A server forwarding to `forward_to` (all of them, concurrently, through a [`Fanout`]).
-    pub fn new(config: Config, forward_to: Vec<DynReceiver>) -> Self {
+    pub fn new(config: ReceiveConfig, forward_to: Vec<DynReceiver>) -> Self {
         Self::with_fanout(config, Fanout::new(forward_to))
     }
 
     /// A server forwarding to a [`Fanout`] the host built (named children, metrics attached).
-    pub fn with_fanout(config: Config, fanout: Fanout) -> Self {
+    pub fn with_fanout(config: ReceiveConfig, fanout: Fanout) -> Self {
         Self {
             config,
             receiver: fanout,
@@ -163,7 +196,7 @@ impl Server {
 
     /// Binds the listen address now (so a port conflict is reported here, and port 0 is
     /// resolved) and returns a handle and the future that serves. The host spawns the future
-    /// on its tokio runtime; it completes after [`ServerHandle::shutdown`], once in-flight
+    /// on its tokio runtime; it completes after [`ServerHandle::stop`], once in-flight
     /// requests have finished or `graceful_shutdown_timeout` has passed.
     pub fn bind(
         self,
@@ -174,27 +207,35 @@ impl Server {
         ),
         ServeError,
     > {
-        let host = if self.config.listen_address.is_empty() {
+        let host = if self.config.http.listen_address.is_empty() {
             "0.0.0.0"
         } else {
-            self.config.listen_address.as_str()
+            self.config.http.listen_address.as_str()
         };
-        let address = format!("{host}:{}", self.config.listen_port);
+        let address = format!("{host}:{}", self.config.http.listen_port);
         let bind_err = |source| ServeError::Bind {
             address: address.clone(),
             source,
         };
         let listener =
-            std::net::TcpListener::bind((host, self.config.listen_port)).map_err(bind_err)?;
+            std::net::TcpListener::bind((host, self.config.http.listen_port)).map_err(bind_err)?;
         listener.set_nonblocking(true).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         let token = CancellationToken::new();
+        let (done_tx, done) = watch::channel(false);
         let handle = ServerHandle {
             local_addr,
             token: token.clone(),
+            done,
+            forward_to: self.receiver.clone(),
         };
         tracing::info!(address = %local_addr, "pyroscope receiver listening");
-        Ok((handle, self.serve(listener, local_addr, token)))
+        let serve = self.serve(listener, local_addr, token);
+        Ok((handle, async move {
+            let served = serve.await;
+            let _ = done_tx.send(true);
+            served
+        }))
     }
 
     async fn serve(
@@ -208,7 +249,7 @@ impl Server {
                 address: local_addr,
                 source,
             })?;
-        let limit = match self.config.conn_limit {
+        let limit = match self.config.http.conn_limit {
             0 => Semaphore::MAX_PERMITS,
             n => n.min(Semaphore::MAX_PERMITS),
         };
@@ -259,7 +300,7 @@ impl Server {
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(state.config.server_read_timeout)
+                .header_read_timeout(state.config.http.server_read_timeout)
                 .keep_alive(true);
             let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
             let gauge = ConnectionGauge::new(&state.metrics);
@@ -302,12 +343,20 @@ impl Drop for ConnectionGauge {
     }
 }
 
-/// Controls a running [`Server`]. Cheap to clone.
+/// Controls a running [`Server`]. Cheap to clone. Follows the
+/// [lifecycle](pyro_core::lifecycle) of every pyro stage: [`shutdown`](Self::shutdown) stops
+/// the server, waits for the requests in flight, then shuts down the receivers it forwards to.
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
     token: CancellationToken,
+    /// `true` once the serve future has finished.
+    done: watch::Receiver<bool>,
+    forward_to: Fanout,
 }
+
+/// The stage's name in lifecycle errors.
+const STAGE: &str = "pyroscope.receive_http";
 
 impl ServerHandle {
     /// The bound address (with the real port when `listen_port` was 0).
@@ -316,14 +365,54 @@ impl ServerHandle {
     }
 
     /// Stops accepting connections and lets in-flight requests finish (up to
-    /// `graceful_shutdown_timeout`); the serve future then completes. Idempotent.
-    pub fn shutdown(&self) {
+    /// `graceful_shutdown_timeout`); the serve future then completes. Returns at once and does
+    /// not touch the receivers downstream; [`shutdown`](Self::shutdown) waits and does.
+    /// Idempotent.
+    pub fn stop(&self) {
         self.token.cancel();
     }
 
-    /// Whether [`shutdown`](Self::shutdown) was called.
+    /// Whether [`stop`](Self::stop) or [`shutdown`](Self::shutdown) was called.
     pub fn is_shutdown(&self) -> bool {
         self.token.is_cancelled()
+    }
+
+    /// Flushes the receivers downstream (the server itself holds nothing between requests).
+    pub async fn flush(&self, deadline: Instant) -> Result<(), LifecycleError> {
+        self.forward_to.flush(deadline).await
+    }
+
+    /// Stops accepting connections, waits (until `deadline`) for the requests in flight to be
+    /// answered, then shuts down the receivers it forwards to. Idempotent.
+    pub async fn shutdown(&self, deadline: Instant) -> Result<(), LifecycleError> {
+        self.stop();
+        let mut done = self.done.clone();
+        // A serve future that was dropped (or never spawned) has nothing in flight.
+        let served = tokio::time::timeout_at(deadline.into(), done.wait_for(|d| *d))
+            .await
+            .map(|_| ());
+        let downstream = self.forward_to.shutdown(deadline).await;
+        match served {
+            Ok(_) => downstream,
+            Err(_) => LifecycleError::join([
+                Err(LifecycleError::DeadlineExceeded {
+                    stage: STAGE.into(),
+                    pending: 0,
+                }),
+                downstream,
+            ]),
+        }
+    }
+}
+
+#[pyro_core::async_trait]
+impl pyro_core::Stage for ServerHandle {
+    async fn flush(&self, deadline: Instant) -> Result<(), LifecycleError> {
+        ServerHandle::flush(self, deadline).await
+    }
+
+    async fn shutdown(&self, deadline: Instant) -> Result<(), LifecycleError> {
+        ServerHandle::shutdown(self, deadline).await
     }
 }
 
@@ -359,7 +448,7 @@ type Resp = Response<Full<Bytes>>;
 struct State {
     /// Slots for requests being read and parsed (`max_concurrent_requests`).
     requests: Semaphore,
-    config: Config,
+    config: ReceiveConfig,
     receiver: Fanout,
     metrics: ReceiveMetrics,
 }
@@ -419,7 +508,7 @@ impl State {
 
     /// Waits for a request slot, up to `server_read_timeout`.
     async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, RequestError> {
-        let timeout = self.config.server_read_timeout;
+        let timeout = self.config.http.server_read_timeout;
         match tokio::time::timeout(timeout, self.requests.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(RequestError::new(
@@ -448,7 +537,7 @@ impl State {
             return Err(too_large());
         }
         let read = tokio::time::timeout(
-            self.config.server_read_timeout,
+            self.config.http.server_read_timeout,
             Limited::new(body, max).collect(),
         )
         .await;
@@ -460,7 +549,7 @@ impl State {
                         Code::DeadlineExceeded,
                         format!(
                             "request body not received within {:?} (server_read_timeout)",
-                            self.config.server_read_timeout
+                            self.config.http.server_read_timeout
                         ),
                     )
                 });

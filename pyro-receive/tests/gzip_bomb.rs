@@ -15,7 +15,7 @@ use flate2::write::GzEncoder;
 use prost::Message as _;
 use pyro_core::{Labels, Profile};
 use pyro_receive::push::PushRequest;
-use pyro_receive::{Config, ReceiveMetrics};
+use pyro_receive::{ReceiveConfig, ReceiveMetrics};
 
 const INFLATED: usize = 512 << 20;
 const LIMIT: usize = 4 << 20;
@@ -48,9 +48,9 @@ async fn gzip_bombs_are_refused_within_the_limit() {
     let bomb = bomb();
     assert!(bomb.len() < 1 << 20, "bomb is {} bytes", bomb.len());
     let s = start_with(
-        Config {
+        ReceiveConfig {
             max_decoded_size: LIMIT,
-            ..Config::default()
+            ..ReceiveConfig::default()
         },
         Collect::default(),
         ReceiveMetrics::default(),

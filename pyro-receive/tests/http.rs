@@ -17,7 +17,7 @@ use pyro_core::pprof::{ProfileBuilder, decode, encode_gzip};
 use pyro_core::{AppendError, LabelError};
 use pyro_core::{Labels, Profile};
 use pyro_receive::push::PushRequest;
-use pyro_receive::{Config, ReceiveMetrics};
+use pyro_receive::{HttpConfig, ReceiveConfig, ReceiveMetrics};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const PUSH: &str = "/push.v1.PusherService/Push";
@@ -117,9 +117,9 @@ fn base64_encode(data: &[u8]) -> String {
 #[tokio::test]
 async fn malformed_requests_are_refused_and_the_server_keeps_serving() {
     let s = start_with(
-        Config {
+        ReceiveConfig {
             max_request_body_size: 64 << 10,
-            ..Config::default()
+            ..ReceiveConfig::default()
         },
         Collect::default(),
         ReceiveMetrics::default(),
@@ -351,9 +351,9 @@ async fn malformed_requests_are_refused_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn chunked_oversized_body_is_refused() {
     let s = start_with(
-        Config {
+        ReceiveConfig {
             max_request_body_size: 1000,
-            ..Config::default()
+            ..ReceiveConfig::default()
         },
         Collect::default(),
         ReceiveMetrics::default(),
@@ -506,7 +506,7 @@ async fn downstream_failures_keep_their_kind() {
 async fn metrics_count_requests_bytes_and_profiles() {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = ReceiveMetrics::register(&mut registry);
-    let s = start_with(Config::default(), Collect::default(), metrics);
+    let s = start_with(ReceiveConfig::default(), Collect::default(), metrics);
     let url = format!("{}{PUSH}", s.base);
     let body = good_push();
     assert_eq!(post(&url, &[PROTO], body.clone()).await.status, 200);
@@ -540,7 +540,7 @@ async fn metrics_count_requests_bytes_and_profiles() {
 async fn shutdown_finishes_in_flight_requests() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let s = start_with(
-        Config::default(),
+        ReceiveConfig::default(),
         Collect {
             gate: Some(gate.clone()),
             ..Collect::default()
@@ -550,7 +550,7 @@ async fn shutdown_finishes_in_flight_requests() {
     let url = format!("{}{PUSH}", s.base);
     let in_flight = tokio::spawn(async move { post(&url, &[PROTO], good_push()).await });
     s.collect.entered.notified().await;
-    s.handle.shutdown();
+    s.handle.stop();
     // The listener closes while the request is still being processed…
     let addr = s.handle.local_addr();
     let mut refused = false;
@@ -574,9 +574,12 @@ async fn shutdown_finishes_in_flight_requests() {
 #[tokio::test]
 async fn connection_limit_holds_further_clients() {
     let s = start_with(
-        Config {
-            conn_limit: 1,
-            ..Config::default()
+        ReceiveConfig {
+            http: HttpConfig {
+                conn_limit: 1,
+                ..HttpConfig::default()
+            },
+            ..ReceiveConfig::default()
         },
         Collect::default(),
         ReceiveMetrics::default(),
@@ -605,9 +608,12 @@ async fn connection_limit_holds_further_clients() {
 #[tokio::test]
 async fn read_timeouts() {
     let s = start_with(
-        Config {
-            server_read_timeout: Duration::from_millis(300),
-            ..Config::default()
+        ReceiveConfig {
+            http: HttpConfig {
+                server_read_timeout: Duration::from_millis(300),
+                ..HttpConfig::default()
+            },
+            ..ReceiveConfig::default()
         },
         Collect::default(),
         ReceiveMetrics::default(),
@@ -644,10 +650,13 @@ async fn bind_conflict_is_reported() {
     let s = start();
     let port = s.handle.local_addr().port();
     let err = pyro_receive::Server::new(
-        Config {
-            listen_address: "127.0.0.1".into(),
-            listen_port: port,
-            ..Config::default()
+        ReceiveConfig {
+            http: HttpConfig {
+                listen_address: "127.0.0.1".into(),
+                listen_port: port,
+                ..HttpConfig::default()
+            },
+            ..ReceiveConfig::default()
         },
         vec![],
     )
@@ -664,10 +673,13 @@ async fn bind_conflict_is_reported() {
 async fn concurrent_requests_are_capped() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let s = start_with(
-        Config {
+        ReceiveConfig {
+            http: HttpConfig {
+                server_read_timeout: Duration::from_millis(300),
+                ..HttpConfig::default()
+            },
             max_concurrent_requests: 1,
-            server_read_timeout: Duration::from_millis(300),
-            ..Config::default()
+            ..ReceiveConfig::default()
         },
         Collect {
             gate: Some(gate.clone()),

@@ -3,53 +3,28 @@
 
 mod common;
 
-use common::{assert_sdk_profile, run_client, sdk_installed, start, wait_for_sdk_profile};
-
-const PROGRAM: &str = r#"
-import os, sys, time
-import pyroscope
-
-pyroscope.configure(
-    application_name="py.shop",
-    server_address=os.environ["PYRO_URL"],
-    sample_rate=100,
-    upload_interval=1,
-    tags={"team": "payments", "region": "eu-west"},
-)
-
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-
-def busy_checkout(seconds):
-    end = time.time() + seconds
-    while time.time() < end:
-        fib(18)
-
-busy_checkout(float(os.environ.get("PYRO_SECONDS", "4")))
-pyroscope.shutdown()
-"#;
+use common::{assert_sdk_profile, run_client, start, wait_for_sdk_profile};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_pushes_profiles() {
     let Some(python) = pyro_testkit::tool("python3") else {
         return;
     };
-    let probe = std::process::Command::new(&python)
-        .args(["-c", "import pyroscope"])
-        .output()
-        .unwrap();
-    if !sdk_installed(
-        "the Python SDK pyroscope-io",
-        &probe,
-        "pip install pyroscope-io",
-    ) {
+    if !pyro_testkit::sdk::python_sdk(&python) {
         return;
     }
     let s = start();
     run_client(
         "python program",
         tokio::process::Command::new(&python)
-            .args(["-c", PROGRAM])
+            .args([
+                "-c",
+                &pyro_testkit::sdk::python_sdk_program(
+                    "py.shop",
+                    r#"{"team": "payments", "region": "eu-west"}"#,
+                    4,
+                ),
+            ])
             .env("PYRO_URL", &s.base),
     )
     .await;

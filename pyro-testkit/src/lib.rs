@@ -1,4 +1,5 @@
-//! Test helpers shared by the pyro crates: finding the external reference tools tests check
+//! Test helpers shared by the pyro crates: a recording receiver ([`Recorder`]), the SDK client
+//! programs and probes ([`sdk`]), finding the external reference tools tests check
 //! against (`go tool pprof`, `protoc`, `perf`, `bpftrace`, SDK clients) and deciding whether an
 //! eBPF test can run.
 //!
@@ -13,6 +14,11 @@
 //! }
 //! ```
 #![deny(missing_docs)]
+
+pub mod recorder;
+pub mod sdk;
+
+pub use recorder::Recorder;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

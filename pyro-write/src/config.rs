@@ -6,10 +6,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 /// A secret string (password, token). Its `Debug` output is `Secret(****)`; it has no
 /// `Display`, so it cannot end up in a log line by accident. [`Secret::expose`] is the one way to
 /// read it.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -44,7 +47,8 @@ impl From<&str> for Secret {
 
 /// HTTP basic authentication (`basic_auth` block). Give `password` or `password_file`, not both;
 /// the file is read again for every request, so a rotated password is picked up.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BasicAuth {
     /// User name (for Grafana Cloud, the stack's instance id).
     pub username: String,
@@ -56,7 +60,8 @@ pub struct BasicAuth {
 
 /// TLS settings (`tls_config` block). Without a `ca_file` the Mozilla roots bundled by
 /// `webpki-roots` are trusted; with one, only the certificates in it (as Go's `RootCAs` does).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file with the CA certificates to trust.
     pub ca_file: Option<PathBuf>,
@@ -71,7 +76,8 @@ pub struct TlsConfig {
 }
 
 /// Request body compression (`Content-Encoding` of the push request).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Compression {
     /// Gzip the body unless the pprof payload in it is already gzip-compressed (as pprof files
@@ -85,8 +91,10 @@ pub enum Compression {
     None,
 }
 
-/// What [`Writer::append`](crate::Writer) does when an endpoint's queue is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What [`Writer::append`](crate::Writer) does when an endpoint's queue is full. In JSON:
+/// `"fail_fast"`, or a duration to wait (`"1s"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 #[non_exhaustive]
 pub enum FullPolicy {
     /// Wait up to this long for room, then drop the profile for that endpoint (reason
@@ -94,6 +102,17 @@ pub enum FullPolicy {
     Wait(Duration),
     /// Drop at once (reason `queue_full`).
     FailFast,
+}
+
+impl TryFrom<String> for FullPolicy {
+    type Error = pyro_core::config::DurationError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s == "fail_fast" {
+            return Ok(Self::FailFast);
+        }
+        pyro_core::config::parse_duration(&s).map(Self::Wait)
+    }
 }
 
 impl Default for FullPolicy {
@@ -104,7 +123,8 @@ impl Default for FullPolicy {
 
 /// The per-endpoint queue that bounds memory: profiles waiting to be sent, being sent or waiting
 /// to be retried all count against the limits until they are delivered or dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Bytes held for this endpoint at most (pprof payload plus label bytes of every profile).
     /// Default 64 MiB.
@@ -133,11 +153,13 @@ impl Default for QueueConfig {
 /// The first delay is drawn uniformly from `[min_backoff_period, 2·min_backoff_period)`; each
 /// further one doubles that range, capped at `max_backoff_period` (dskit's backoff, as Alloy). A
 /// server's `Retry-After` raises the delay to what it asks, up to `max_backoff_period`.
+///
+/// In JSON its fields sit directly in the `endpoint` object, as in Alloy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// First delay. Default 500 ms.
+    /// First delay (`min_backoff_period`). Default 500 ms.
     pub min_backoff_period: Duration,
-    /// Largest delay. Default 5 min.
+    /// Largest delay (`max_backoff_period`). Default 5 min.
     pub max_backoff_period: Duration,
     /// Retries after the first attempt (so 10 means up to 11 attempts); 0 retries until the
     /// writer shuts down, as in Alloy. Default 10.
@@ -172,8 +194,18 @@ impl Default for RetryPolicy {
 /// });
 /// endpoint.remote_timeout = Duration::from_secs(5);
 /// assert!(!format!("{endpoint:?}").contains("glc_"));
+///
+/// // The same from JSON, with Alloy's argument names (retry settings directly in the block):
+/// let json: EndpointConfig = serde_json::from_str(r#"{
+///     "url": "https://profiles-prod-001.grafana.net", "remote_timeout": "5s",
+///     "basic_auth": {"username": "123456", "password": "glc_…"}, "max_backoff_retries": 3
+/// }"#).unwrap();
+/// assert_eq!(json.remote_timeout, Duration::from_secs(5));
+/// assert_eq!(json.retry.max_backoff_retries, 3);
+/// assert!(serde_json::from_str::<EndpointConfig>(r#"{"url": "http://x", "oauth2": {}}"#).is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "EndpointWire")]
 pub struct EndpointConfig {
     /// Base URL; `/push.v1.PusherService/Push` is appended.
     pub url: String,
@@ -199,6 +231,67 @@ pub struct EndpointConfig {
     pub queue: QueueConfig,
     /// Request body compression. Default [`Compression::Auto`].
     pub compression: Compression,
+}
+
+/// An `endpoint` block as written in JSON: Alloy's flat argument list.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointWire {
+    url: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default, with = "pyro_core::config::opt_duration")]
+    remote_timeout: Option<Duration>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    basic_auth: Option<BasicAuth>,
+    #[serde(default)]
+    bearer_token: Option<Secret>,
+    #[serde(default)]
+    bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    tls_config: TlsConfig,
+    #[serde(default, with = "pyro_core::config::opt_duration")]
+    min_backoff_period: Option<Duration>,
+    #[serde(default, with = "pyro_core::config::opt_duration")]
+    max_backoff_period: Option<Duration>,
+    #[serde(default)]
+    max_backoff_retries: Option<u32>,
+    #[serde(default)]
+    retry_on_http_429: Option<bool>,
+    #[serde(default)]
+    queue: QueueConfig,
+    #[serde(default)]
+    compression: Compression,
+}
+
+impl From<EndpointWire> for EndpointConfig {
+    fn from(w: EndpointWire) -> Self {
+        let d = Self::new(w.url);
+        let r = d.retry;
+        Self {
+            name: w.name,
+            remote_timeout: w.remote_timeout.unwrap_or(d.remote_timeout),
+            headers: w.headers,
+            basic_auth: w.basic_auth,
+            bearer_token: w.bearer_token,
+            bearer_token_file: w.bearer_token_file,
+            tenant_id: w.tenant_id,
+            tls_config: w.tls_config,
+            retry: RetryPolicy {
+                min_backoff_period: w.min_backoff_period.unwrap_or(r.min_backoff_period),
+                max_backoff_period: w.max_backoff_period.unwrap_or(r.max_backoff_period),
+                max_backoff_retries: w.max_backoff_retries.unwrap_or(r.max_backoff_retries),
+                retry_on_http_429: w.retry_on_http_429.unwrap_or(r.retry_on_http_429),
+            },
+            queue: w.queue,
+            compression: w.compression,
+            ..d
+        }
+    }
 }
 
 impl EndpointConfig {
@@ -249,8 +342,9 @@ impl fmt::Debug for EndpointConfig {
     }
 }
 
-/// When [`Writer::append`](crate::Writer) returns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// When [`Writer::append`](crate::Writer) returns (`"enqueue"`, `"wait_for_delivery"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AppendMode {
     /// Once the profile is queued for every endpoint (or dropped for one whose queue stayed
@@ -264,12 +358,24 @@ pub enum AppendMode {
     WaitForDelivery,
 }
 
-/// The writer (the `pyroscope.write` component).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The writer (the `pyroscope.write` component). Deserializes from Alloy's names: the repeatable
+/// `endpoint` block is the `endpoint` list.
+///
+/// ```
+/// let c: pyro_write::WriterConfig = serde_json::from_str(r#"{
+///     "external_labels": {"cluster": "eu-1"},
+///     "endpoint": [{"url": "http://localhost:4040"}]
+/// }"#).unwrap();
+/// assert_eq!(c.endpoints[0].url, "http://localhost:4040");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WriterConfig {
     /// Labels set on every profile, overriding the profile's own.
     pub external_labels: BTreeMap<String, String>,
-    /// Where to send. No endpoints: appends succeed and go nowhere.
+    /// Where to send (Alloy's repeatable `endpoint` block). No endpoints: appends succeed and go
+    /// nowhere.
+    #[serde(rename = "endpoint")]
     pub endpoints: Vec<EndpointConfig>,
     /// When `append` returns.
     pub append_mode: AppendMode,
@@ -284,6 +390,60 @@ pub struct WriterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deserializes_alloys_names_and_refuses_the_rest_by_name() {
+        let c: WriterConfig = serde_json::from_str(
+            r#"{"endpoint": [{"url": "http://a", "name": "a", "remote_timeout": "2s",
+                "headers": {"X-Scope-OrgID": "t"}, "bearer_token_file": "/run/token",
+                "tls_config": {"insecure_skip_verify": true},
+                "min_backoff_period": "1s", "max_backoff_period": "1m",
+                "retry_on_http_429": true,
+                "queue": {"max_profiles": 5, "when_full": "fail_fast"},
+                "compression": "gzip"}],
+                "append_mode": "wait_for_delivery", "check_profiles": true}"#,
+        )
+        .unwrap();
+        let e = &c.endpoints[0];
+        assert_eq!(e.remote_timeout, Duration::from_secs(2));
+        assert_eq!(e.retry.min_backoff_period, Duration::from_secs(1));
+        assert_eq!(e.retry.max_backoff_period, Duration::from_secs(60));
+        assert_eq!(e.retry.max_backoff_retries, 10, "Alloy's default kept");
+        assert!(e.retry.retry_on_http_429 && e.tls_config.insecure_skip_verify);
+        assert_eq!(e.queue.max_profiles, 5);
+        assert_eq!(e.queue.when_full, FullPolicy::FailFast);
+        assert_eq!(e.compression, Compression::Gzip);
+        assert_eq!(c.append_mode, AppendMode::WaitForDelivery);
+        for (json, field) in [
+            (r#"{"endpoints": []}"#, "endpoints"),
+            (
+                r#"{"endpoint": [{"url": "http://a", "oauth2": {}}]}"#,
+                "oauth2",
+            ),
+            (
+                r#"{"endpoint": [{"url": "http://a", "proxy_url": "http://p"}]}"#,
+                "proxy_url",
+            ),
+            (
+                r#"{"endpoint": [{"url": "http://a", "tls_config": {"ca_pem": "x"}}]}"#,
+                "ca_pem",
+            ),
+            (r#"{"endpoint": [{"name": "no url"}]}"#, "url"),
+            (
+                r#"{"endpoint": [{"url": "http://a", "remote_timeout": "10"}]}"#,
+                "10",
+            ),
+            (
+                r#"{"endpoint": [{"url": "http://a", "queue": {"when_full": "later"}}]}"#,
+                "later",
+            ),
+        ] {
+            let e = serde_json::from_str::<WriterConfig>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{json}: {e}");
+        }
+    }
 
     #[test]
     fn debug_hides_secrets() {

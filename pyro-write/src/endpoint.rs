@@ -1,7 +1,6 @@
 //! [`PushSink`]: one Pyroscope endpoint, spoken to over the Connect `Push` API.
 
 use std::fmt;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prost::Message as _;
-use pyro_core::{Profile, Sink, SinkError, async_trait};
+use pyro_core::{Profile, Sink, SinkError, SinkErrorKind, async_trait};
 use rustls::pki_types::ServerName;
 
 use crate::config::{Compression, EndpointConfig};
@@ -242,15 +241,7 @@ impl PushSink {
         if !self.compresses(profile) {
             return Bytes::from(plain);
         }
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(plain.len() / 2 + 64),
-            flate2::Compression::fast(),
-        );
-        match gz.write_all(&plain).and_then(|()| gz.finish()) {
-            Ok(v) => Bytes::from(v),
-            // Writing into a Vec cannot fail; should it, send the body uncompressed.
-            Err(_) => Bytes::from(plain),
-        }
+        Bytes::from(pyro_core::pprof::gzip(&plain, 1))
     }
 
     fn read_secret(&self, path: &PathBuf) -> Result<String, PushError> {
@@ -389,26 +380,26 @@ impl Sink for PushSink {
     }
 
     async fn send(&self, profile: &Profile) -> Result<(), SinkError> {
-        self.push(profile).await.map_err(|e| {
-            let refused_content = matches!(
-                e.code(),
-                ConnectCode::InvalidArgument
-                    | ConnectCode::FailedPrecondition
-                    | ConnectCode::OutOfRange
-            );
-            let mut err = if e.is_retryable() {
-                SinkError::retryable(self.name.clone(), e)
-            } else if refused_content {
-                SinkError::invalid_input(self.name.clone(), e)
-            } else {
-                SinkError::permanent(self.name.clone(), e)
-            };
-            err.retry_after = err
-                .source
-                .downcast_ref::<PushError>()
-                .and_then(PushError::retry_after);
-            err
-        })
+        self.push(profile)
+            .await
+            .map_err(|e| SinkError::new(self.name.clone(), sink_error_kind(&e), e))
+    }
+}
+
+/// What the writer should do with a failed push: 429/`resource_exhausted` is rate limiting,
+/// other retryable codes are retried, refused content is invalid input, the rest permanent.
+pub(crate) fn sink_error_kind(e: &PushError) -> SinkErrorKind {
+    match e.code() {
+        ConnectCode::ResourceExhausted => SinkErrorKind::RateLimited {
+            retry_after: e.retry_after(),
+        },
+        _ if e.is_retryable() => SinkErrorKind::Retryable {
+            retry_after: e.retry_after(),
+        },
+        ConnectCode::InvalidArgument
+        | ConnectCode::FailedPrecondition
+        | ConnectCode::OutOfRange => SinkErrorKind::InvalidInput,
+        _ => SinkErrorKind::Permanent,
     }
 }
 

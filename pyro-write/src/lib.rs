@@ -34,10 +34,14 @@
 //! endpoint.tenant_id = Some("team-a".into());
 //! config.endpoints.push(endpoint);
 //!
-//! let writer = Writer::new(config, WriteMetrics::register(&mut registry))?;
+//! let (writer, run) = Writer::builder(config)
+//!     .with_metrics(WriteMetrics::register(&mut registry))
+//!     .build()?;
+//! tokio::spawn(run);
 //! let labels = Labels::from_iter([("__name__", "process_cpu"), ("service_name", "api")]);
 //! writer.append(Profile::new(labels, pprof)).await?;
-//! writer.shutdown(Duration::from_secs(5)).await;
+//! // Delivers what is queued (at most 5 s), then stops the workers.
+//! writer.shutdown(std::time::Instant::now() + Duration::from_secs(5)).await?;
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
@@ -59,4 +63,4 @@ pub use config::{
 pub use endpoint::{PUSH_PATH, PushSink, TENANT_HEADER};
 pub use error::{ConfigError, ConnectCode, DeliveryError, DropReason, PushError};
 pub use metrics::{DropLabels, EndpointLabel, LatencyLabels, WriteMetrics};
-pub use writer::{EndpointStats, SinkSpec, Writer};
+pub use writer::{EndpointStats, SinkSpec, Writer, WriterBuilder};

@@ -22,13 +22,20 @@ fn endpoint(url: &str) -> EndpointConfig {
     e
 }
 
-fn writer(endpoints: Vec<EndpointConfig>, mode: AppendMode, registry: &mut Registry) -> Writer {
+fn writer(
+    endpoints: Vec<EndpointConfig>,
+    mode: AppendMode,
+    registry: &mut Registry,
+) -> std::sync::Arc<Writer> {
     let config = WriterConfig {
         endpoints,
         append_mode: mode,
         ..WriterConfig::default()
     };
-    Writer::new(config, WriteMetrics::register(registry)).unwrap()
+    Writer::builder(config)
+        .with_metrics(WriteMetrics::register(registry))
+        .spawn()
+        .unwrap()
 }
 
 fn delivery_error(e: &AppendError) -> &DeliveryError {
@@ -57,7 +64,12 @@ async fn server_down_then_up_delivers_everything_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(w.stats()[0].held_profiles, 20);
     let server = TestServer::start_at(addr, |_, _| Reply::ok()).await;
-    assert!(w.shutdown(Duration::from_secs(10)).await, "flushed in time");
+    assert!(
+        w.shutdown(std::time::Instant::now() + Duration::from_secs(10))
+            .await
+            .is_ok(),
+        "flushed in time"
+    );
 
     let ids: Vec<String> = server.captured().iter().map(|c| c.single().2).collect();
     let unique: BTreeSet<_> = ids.iter().cloned().collect();
@@ -200,7 +212,9 @@ async fn rate_limited(retry_on_http_429: bool) -> (TestServer, Result<(), Append
     let mut registry = Registry::default();
     let w = writer(vec![ep], AppendMode::WaitForDelivery, &mut registry);
     let result = w.append(profile("svc", "x")).await;
-    w.shutdown(Duration::from_secs(5)).await;
+    let _ = w
+        .shutdown(std::time::Instant::now() + Duration::from_secs(5))
+        .await;
     (server, result)
 }
 
@@ -341,7 +355,11 @@ async fn a_dead_endpoint_never_delays_the_healthy_one() {
     assert_eq!(dead_stats.held_profiles, 10);
 
     // Shutdown with a dead endpoint: the flush times out, the rest is dropped and counted.
-    assert!(!w.shutdown(Duration::from_millis(300)).await);
+    assert!(
+        w.shutdown(std::time::Instant::now() + Duration::from_millis(300))
+            .await
+            .is_err()
+    );
     assert_eq!(
         metric(
             &registry,
@@ -371,7 +389,11 @@ async fn waiting_for_delivery_still_does_not_delay_the_healthy_endpoint() {
     let append = tokio::spawn(async move { w2.append(profile("svc", "p")).await });
     healthy.wait_for(1, Duration::from_secs(10)).await;
     assert!(!append.is_finished(), "append waits for the dead endpoint");
-    assert!(!Writer::shutdown(&w, Duration::from_millis(100)).await);
+    assert!(
+        w.shutdown(std::time::Instant::now() + Duration::from_millis(100))
+            .await
+            .is_err()
+    );
     let err = append.await.unwrap().unwrap_err();
     assert!(matches!(err, AppendError::Shutdown), "{err}");
 }
@@ -403,7 +425,11 @@ async fn full_queue_waits_up_to_the_deadline() {
     let server = TestServer::start_at(addr, |_, _| Reply::ok()).await;
     server.wait_for(2, Duration::from_secs(10)).await;
     w.append(profile("svc", "4")).await.unwrap();
-    assert!(w.shutdown(Duration::from_secs(5)).await);
+    assert!(
+        w.shutdown(std::time::Instant::now() + Duration::from_secs(5))
+            .await
+            .is_ok()
+    );
     assert_eq!(server.count(), 3);
 }
 
@@ -497,7 +523,11 @@ async fn memory_stays_bounded_while_an_endpoint_is_down() {
         refused > 0 && dropped == refused as f64,
         "{refused} vs {dropped}"
     );
-    assert!(!w.shutdown(Duration::from_millis(100)).await);
+    assert!(
+        w.shutdown(std::time::Instant::now() + Duration::from_millis(100))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,7 +540,10 @@ async fn broken_pprof_is_refused_before_sending_when_checked() {
         check_profiles: true,
         ..WriterConfig::default()
     };
-    let w = Writer::new(config, WriteMetrics::register(&mut registry)).unwrap();
+    let w = Writer::builder(config)
+        .with_metrics(WriteMetrics::register(&mut registry))
+        .spawn()
+        .unwrap();
     let mut broken = profile("svc", "broken");
     broken.raw = bytes::Bytes::from_static(b"\x1f\x8b\x08\x00garbage");
     let err = w.append(broken).await.unwrap_err();
@@ -570,7 +603,11 @@ async fn any_sink_gets_the_same_retry_policy() {
         append_mode: AppendMode::WaitForDelivery,
         ..WriterConfig::default()
     };
-    let w = Writer::with_sinks(config, vec![spec], WriteMetrics::register(&mut registry)).unwrap();
+    let w = Writer::builder(config)
+        .sinks(vec![spec])
+        .with_metrics(WriteMetrics::register(&mut registry))
+        .spawn()
+        .unwrap();
     w.append(profile("svc", "x")).await.unwrap();
     assert_eq!(flaky.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(

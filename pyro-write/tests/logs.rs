@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use pyro_core::Receiver;
-use pyro_write::{AppendMode, BasicAuth, EndpointConfig, WriteMetrics, Writer, WriterConfig};
+use pyro_write::{AppendMode, BasicAuth, EndpointConfig, Writer, WriterConfig};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -70,9 +70,11 @@ async fn secrets_never_appear_in_logs() {
         append_mode: AppendMode::WaitForDelivery,
         ..WriterConfig::default()
     };
-    let w = Writer::new(config, WriteMetrics::default()).unwrap();
+    let w = Writer::builder(config).spawn().unwrap();
     let _ = w.append(profile("svc", "x")).await;
-    w.shutdown(Duration::from_secs(5)).await;
+    let _ = w
+        .shutdown(std::time::Instant::now() + Duration::from_secs(5))
+        .await;
     assert!(server.count() >= 3);
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
@@ -106,7 +108,7 @@ async fn a_dropped_writer_still_delivers_what_it_queued() {
         endpoints: vec![ep],
         ..WriterConfig::default()
     };
-    let w = Writer::new(config, WriteMetrics::default()).unwrap();
+    let w = Writer::builder(config).spawn().unwrap();
     for i in 0..10 {
         w.append(profile("svc", &i.to_string())).await.unwrap();
     }

@@ -40,7 +40,7 @@ async fn body_is_a_push_request_protoc_and_go_pprof_can_read() {
     config.external_labels.insert("env".into(), "prod".into());
     config.endpoints.push(ep);
     config.append_mode = AppendMode::WaitForDelivery;
-    let writer = Writer::new(config, WriteMetrics::default()).unwrap();
+    let writer = Writer::builder(config).spawn().unwrap();
 
     let raw = pprof("busy_loop");
     let labels = Labels::from_iter([
@@ -128,7 +128,9 @@ async fn body_is_a_push_request_protoc_and_go_pprof_can_read() {
         assert!(top.contains("busy_loop"), "{top}");
         assert!(top.contains("handler"), "{top}");
     }
-    writer.shutdown(Duration::from_secs(5)).await;
+    let _ = writer
+        .shutdown(std::time::Instant::now() + Duration::from_secs(5))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +140,10 @@ async fn bad_labels_are_refused_alone_and_counted() {
     let mut config = WriterConfig::default();
     config.endpoints.push(endpoint(&server.url()));
     config.append_mode = AppendMode::WaitForDelivery;
-    let writer = Writer::new(config, WriteMetrics::register(&mut registry)).unwrap();
+    let writer = Writer::builder(config)
+        .with_metrics(WriteMetrics::register(&mut registry))
+        .spawn()
+        .unwrap();
 
     writer.append(profile("a", "1")).await.unwrap();
     let mut bad = profile("b", "2");
@@ -188,7 +193,9 @@ async fn bad_labels_are_refused_alone_and_counted() {
             )
         ) == Some(2.0)
     );
-    writer.shutdown(Duration::from_secs(5)).await;
+    let _ = writer
+        .shutdown(std::time::Instant::now() + Duration::from_secs(5))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +208,7 @@ async fn secrets_stay_out_of_debug_and_errors() {
     let mut config = WriterConfig::default();
     config.endpoints.push(ep);
     config.append_mode = AppendMode::WaitForDelivery;
-    let writer = Writer::new(config.clone(), WriteMetrics::default()).unwrap();
+    let writer = Writer::builder(config.clone()).spawn().unwrap();
     let err = writer.append(profile("a", "1")).await.unwrap_err();
     let shown = format!("{err} {err:?} {writer:?} {config:?}");
     assert!(shown.contains("bad credentials"), "{shown}");
@@ -212,7 +219,9 @@ async fn secrets_stay_out_of_debug_and_errors() {
     );
     // 401 is permanent: one attempt.
     assert_eq!(server.count(), 1);
-    writer.shutdown(Duration::from_secs(5)).await;
+    let _ = writer
+        .shutdown(std::time::Instant::now() + Duration::from_secs(5))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +230,7 @@ async fn auto_compression_gzips_only_plain_payloads() {
     let mut config = WriterConfig::default();
     config.endpoints.push(endpoint(&server.url()));
     config.append_mode = AppendMode::WaitForDelivery;
-    let writer = Writer::new(config, WriteMetrics::default()).unwrap();
+    let writer = Writer::builder(config).spawn().unwrap();
 
     let gzipped = profile("svc", "gz");
     let plain_pprof = pyro_core::pprof::gunzip_capped(&gzipped.raw, 1 << 20).unwrap();
@@ -235,7 +244,9 @@ async fn auto_compression_gzips_only_plain_payloads() {
     assert_eq!(reqs[1].headers["content-encoding"], "gzip");
     assert_eq!(&reqs[1].body[..2], b"\x1f\x8b");
     assert_eq!(reqs[1].single().1, plain_pprof);
-    writer.shutdown(Duration::from_secs(5)).await;
+    let _ = writer
+        .shutdown(std::time::Instant::now() + Duration::from_secs(5))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +255,7 @@ async fn connections_are_pooled_and_kept_alive() {
     let mut config = WriterConfig::default();
     config.endpoints.push(endpoint(&server.url()));
     config.append_mode = AppendMode::WaitForDelivery;
-    let writer = Writer::new(config, WriteMetrics::default()).unwrap();
+    let writer = Writer::builder(config).spawn().unwrap();
     for i in 0..20 {
         writer.append(profile("svc", &i.to_string())).await.unwrap();
     }
@@ -256,7 +267,9 @@ async fn connections_are_pooled_and_kept_alive() {
         1,
         "one connection for 20 sequential pushes"
     );
-    writer.shutdown(Duration::from_secs(5)).await;
+    let _ = writer
+        .shutdown(std::time::Instant::now() + Duration::from_secs(5))
+        .await;
 }
 
 /// Collects what the pyro-receive server forwards.
@@ -274,10 +287,13 @@ impl Receiver for Collect {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_through_pyro_receive() {
     let collect = Arc::new(Collect::default());
-    let config = pyro_receive::Config {
-        listen_address: "127.0.0.1".into(),
-        listen_port: 0,
-        ..pyro_receive::Config::default()
+    let config = pyro_receive::ReceiveConfig {
+        http: pyro_receive::HttpConfig {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 0,
+            ..pyro_receive::HttpConfig::default()
+        },
+        ..pyro_receive::ReceiveConfig::default()
     };
     let (handle, serve) = pyro_receive::Server::new(config, vec![collect.clone() as DynReceiver])
         .bind()
@@ -288,7 +304,7 @@ async fn round_trip_through_pyro_receive() {
     wc.endpoints
         .push(endpoint(&format!("http://{}", handle.local_addr())));
     wc.append_mode = AppendMode::WaitForDelivery;
-    let writer = Writer::new(wc, WriteMetrics::default()).unwrap();
+    let writer = Writer::builder(wc).spawn().unwrap();
 
     let mut sent = Vec::new();
     for i in 0..5 {
@@ -304,8 +320,10 @@ async fn round_trip_through_pyro_receive() {
         sent.push(p.clone());
         writer.append(p).await.unwrap();
     }
-    writer.shutdown(Duration::from_secs(5)).await;
-    handle.shutdown();
+    let _ = writer
+        .shutdown(std::time::Instant::now() + Duration::from_secs(5))
+        .await;
+    handle.stop();
     server.await.unwrap().unwrap();
 
     let got = collect.0.lock().unwrap().clone();

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pyro_core::{AppendErrorKind, Receiver};
-use pyro_write::{AppendMode, EndpointConfig, TlsConfig, WriteMetrics, Writer, WriterConfig};
+use pyro_write::{AppendMode, EndpointConfig, TlsConfig, Writer, WriterConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
@@ -141,9 +141,11 @@ async fn push(endpoint: EndpointConfig) -> Result<(), pyro_core::AppendError> {
         append_mode: AppendMode::WaitForDelivery,
         ..WriterConfig::default()
     };
-    let w = Writer::new(config, WriteMetrics::default()).unwrap();
+    let w = Writer::builder(config).spawn().unwrap();
     let r = w.append(profile("svc", "tls")).await;
-    w.shutdown(Duration::from_secs(5)).await;
+    let _ = w
+        .shutdown(std::time::Instant::now() + Duration::from_secs(5))
+        .await;
     r
 }
 

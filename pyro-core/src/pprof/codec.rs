@@ -79,13 +79,18 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
 
 /// Encodes `profile` and gzip-compresses it at `level` (0–9; Alloy uses 1, "best speed").
 pub fn encode_gzip(profile: &Profile, level: u32) -> Vec<u8> {
-    let plain = profile.encode_to_vec();
+    gzip(&profile.encode_to_vec(), level)
+}
+
+/// Gzip-compresses `data` at `level` (0–9, 1 is "best speed" as Alloy and Pyroscope's clients
+/// use): the one gzip encoder of every pyro crate (pprof payloads, push bodies, files).
+pub fn gzip(data: &[u8], level: u32) -> Vec<u8> {
     let mut enc = GzEncoder::new(
-        Vec::with_capacity(plain.len() / 3 + 64),
+        Vec::with_capacity(data.len() / 3 + 64),
         Compression::new(level.min(9)),
     );
     // Writing to a Vec cannot fail.
-    enc.write_all(&plain).expect("write to Vec");
+    enc.write_all(data).expect("write to Vec");
     enc.finish().expect("finish to Vec")
 }
 

@@ -21,7 +21,7 @@ mod generated {
 pub use builder::{MappingFlags, ProfileBuilder};
 pub use codec::{
     DEFAULT_MAX_DECODED_SIZE, PprofError, check_valid, decode, encode, encode_gzip, gunzip_capped,
-    is_gzip,
+    gzip, is_gzip,
 };
 pub use folded::{FoldedStack, folded};
 pub use generated::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};

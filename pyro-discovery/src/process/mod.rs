@@ -10,6 +10,11 @@
 //!   field is enabled); a process that vanished (`ENOENT`, `ESRCH`) is skipped silently, other
 //!   failures (`EACCES` when not root) are logged at `debug` level. Kernel threads have no
 //!   `exe`, so they are skipped while `exe` is enabled (the default) and listed otherwise;
+//! - the exe is the text of the `/proc/<pid>/exe` link unchanged (gopsutil's `Exe`, a plain
+//!   `readlink`): for a process whose binary was deleted or replaced after it started, the
+//!   kernel appends ` (deleted)`, and `__meta_process_exe` is `<path> (deleted)`, as in Alloy.
+//!   A relabel rule naming the service after the binary strips it with
+//!   `regex = ".*/(.*?)(?: \\(deleted\\))?"` (valid in Alloy too);
 //! - a failed user or uid lookup does not skip the process;
 //! - the command line is the NUL-separated arguments joined by single spaces, empty arguments
 //!   dropped (gopsutil's `Cmdline`);
@@ -44,7 +49,8 @@ use serde::{Deserialize, Serialize};
 pub use cgroup::cgroup_path;
 pub use pyro_core::cgroup::container_id_from_cgroup;
 
-/// `__meta_process_exe`: the executable (`readlink /proc/<pid>/exe`).
+/// `__meta_process_exe`: the executable (`readlink /proc/<pid>/exe`, with the kernel's
+/// ` (deleted)` suffix when the binary was removed or replaced since the process started).
 pub const LABEL_EXE: &str = "__meta_process_exe";
 /// `__meta_process_cwd`: the working directory.
 pub const LABEL_CWD: &str = "__meta_process_cwd";
@@ -99,19 +105,43 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// The shortest `refresh_interval` used; shorter values (zero included) are raised to it.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Arguments of process discovery (Alloy's `discovery.process`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Arguments of process discovery (Alloy's `discovery.process`). Deserializes from Alloy's
+/// names (`join` as a list of label maps, `refresh_interval` as `"60s"`); unknown fields are
+/// refused by name.
+///
+/// ```
+/// let c: pyro_discovery::process::ProcessDiscoveryConfig = serde_json::from_str(
+///     r#"{"refresh_interval": "10s", "join": [{"__container_id__": "abc", "app": "x"}],
+///         "discover_config": {"cwd": false}}"#,
+/// ).unwrap();
+/// assert_eq!(c.refresh_interval, std::time::Duration::from_secs(10));
+/// assert_eq!(c.join[0].labels().get("app"), Some("x"));
+/// assert!(!c.discover_config.cwd);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProcessDiscoveryConfig {
     /// Targets to merge into the processes by container id (see [`join`]). Static; for targets
     /// that change, use [`ProcessDiscoverer::with_join`].
+    #[serde(deserialize_with = "targets_from_maps")]
     pub join: Vec<Target>,
     /// How often `/proc` is scanned again (default 60 s).
+    #[serde(with = "pyro_core::config::duration")]
     pub refresh_interval: Duration,
     /// Which fields to read.
     pub discover_config: DiscoverConfig,
     /// Where procfs is mounted (default `/proc`; not an Alloy argument: set it to the host's
     /// `/proc` when running in a container with the host's procfs mounted elsewhere).
     pub proc_path: PathBuf,
+}
+
+/// `join` as Alloy writes it: a list of label maps.
+fn targets_from_maps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Target>, D::Error> {
+    let maps: Vec<std::collections::BTreeMap<String, String>> = Deserialize::deserialize(d)?;
+    Ok(maps
+        .into_iter()
+        .map(|m| Target::new(m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()))
+        .collect())
 }
 
 impl Default for ProcessDiscoveryConfig {
@@ -206,38 +236,26 @@ fn read_process(
         labels.push((LABEL_CWD, link("cwd")?));
     }
     if config.commandline {
-        let raw = std::fs::read(dir.join("cmdline"))
+        let args = pyro_core::proc::cmdline(proc_path, pid)
             .inspect_err(|e| log_failure(pid, "cmdline", e))
             .ok()?;
-        let args: Vec<_> = raw
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(String::from_utf8_lossy)
-            .collect();
         labels.push((LABEL_COMMANDLINE, args.join(" ")));
     }
     if config.username || config.uid {
-        match std::fs::read_to_string(dir.join("status")) {
-            Ok(status) => {
-                let uid = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|v| v.split_whitespace().next())
-                    .and_then(|v| v.parse::<u32>().ok());
-                if let Some(uid) = uid {
-                    if config.uid {
-                        labels.push((LABEL_UID, uid.to_string()));
-                    }
-                    if let Some(name) = users.and_then(|u| u.get(&uid)) {
-                        labels.push((LABEL_USERNAME, name.clone()));
-                    }
+        match pyro_core::proc::uid(proc_path, pid) {
+            Ok(uid) => {
+                if config.uid {
+                    labels.push((LABEL_UID, uid.to_string()));
+                }
+                if let Some(name) = users.and_then(|u| u.get(&uid)) {
+                    labels.push((LABEL_USERNAME, name.clone()));
                 }
             }
             Err(e) => log_failure(pid, "status", &e),
         }
     }
     if config.container_id || config.cgroup_path {
-        let file = std::fs::read_to_string(dir.join("cgroup"))
+        let file = pyro_core::proc::cgroup(proc_path, pid)
             .inspect_err(|e| log_failure(pid, "cgroup", e))
             .ok()?;
         if config.container_id

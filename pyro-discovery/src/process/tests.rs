@@ -39,11 +39,7 @@ impl FakeProc {
             cmdline.push(0);
         }
         fs::write(d.join("cmdline"), cmdline).unwrap();
-        fs::write(
-            d.join("status"),
-            "Name:\tapp\nUid:\t0\t1000\t1000\t1000\nGid:\t0\t0\t0\t0\n",
-        )
-        .unwrap();
+        fs::write(d.join("status"), status("app", "0\t1000\t1000\t1000")).unwrap();
         fs::write(d.join("cgroup"), cgroup).unwrap();
     }
 
@@ -53,7 +49,7 @@ impl FakeProc {
         fs::create_dir(&d).unwrap();
         symlink("/", d.join("cwd")).unwrap();
         fs::write(d.join("cmdline"), "").unwrap();
-        fs::write(d.join("status"), "Name:\tkworker\nUid:\t0\t0\t0\t0\n").unwrap();
+        fs::write(d.join("status"), status("kworker", "0\t0\t0\t0")).unwrap();
         fs::write(d.join("cgroup"), "0::/\n").unwrap();
     }
 }
@@ -276,4 +272,24 @@ async fn stream_rescans_and_rejoins() {
     fs::remove_dir_all(proc.path().join("10")).unwrap();
     let fourth = next(&mut stream).await;
     assert_eq!(pids(&fourth), [11]);
+}
+
+/// A real `/proc/PID/status` (this process's, as the kernel writes it) with another name and
+/// `Uid:` line.
+fn status(name: &str, uids: &str) -> String {
+    fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("Name:") {
+                format!("Name:\t{name}")
+            } else if l.starts_with("Uid:") {
+                format!("Uid:\t{uids}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }

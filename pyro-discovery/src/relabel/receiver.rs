@@ -105,4 +105,15 @@ impl Receiver for RelabelReceiver {
         }
         self.next.append(profile).await
     }
+
+    async fn flush(&self, deadline: std::time::Instant) -> Result<(), pyro_core::LifecycleError> {
+        self.next.flush(deadline).await
+    }
+
+    async fn shutdown(
+        &self,
+        deadline: std::time::Instant,
+    ) -> Result<(), pyro_core::LifecycleError> {
+        self.next.shutdown(deadline).await
+    }
 }

@@ -6,6 +6,7 @@
 //! Prometheus' own `relabel_test.go`).
 
 use super::*;
+use pyro_core::Labels;
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     Labels::from_iter(pairs.iter().copied())

@@ -208,6 +208,7 @@ mod tests {
             code_type_addr: 0x1000,
             unicode_type_addr: 0x2000,
             tls_key0_data: 0,
+            tstate_tls_offset: 0,
             version_hex: 0x030b_0000,
             libc: 1,
             offsets: *pyro_python::layout::offsets_for(3, 11).unwrap(),

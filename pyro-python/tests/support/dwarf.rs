@@ -60,6 +60,12 @@ impl Layout {
 /// The debug file for `binary`: itself when it has `.debug_info`, else the
 /// `/usr/lib/debug/.build-id/xx/yyyy.debug` file named by its build id.
 pub(crate) fn debug_file_for(binary: &Path) -> Option<PathBuf> {
+    debug_file_in(Path::new("/"), binary)
+}
+
+/// As [`debug_file_for`], with the build-id directory under `root` (a chroot's own
+/// `/usr/lib/debug`).
+pub(crate) fn debug_file_in(root: &Path, binary: &Path) -> Option<PathBuf> {
     let data = std::fs::read(binary).ok()?;
     let file = object::File::parse(&*data).ok()?;
     if file
@@ -70,8 +76,8 @@ pub(crate) fn debug_file_for(binary: &Path) -> Option<PathBuf> {
     }
     let id = file.build_id().ok()??;
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    let path = PathBuf::from(format!(
-        "/usr/lib/debug/.build-id/{}/{}.debug",
+    let path = root.join(format!(
+        "usr/lib/debug/.build-id/{}/{}.debug",
         &hex[..2],
         &hex[2..]
     ));

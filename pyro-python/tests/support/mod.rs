@@ -62,8 +62,11 @@ pub(crate) struct Python {
     pub(crate) minor: u8,
     /// The interpreter executable.
     pub(crate) exe: PathBuf,
-    /// The file holding the interpreter (libpython for shared builds, else the executable).
+    /// The file holding the interpreter (libpython for shared builds, else the executable), as
+    /// seen from the host.
     pub(crate) interpreter: PathBuf,
+    /// The root directory the interpreter runs in (`chroot`), `None` for the host's.
+    pub(crate) root: Option<PathBuf>,
 }
 
 /// Debian's `python3.11` (apt `python3.11`; required in CI).
@@ -74,6 +77,7 @@ pub(crate) fn debian_311() -> Option<Python> {
         minor: 11,
         interpreter: exe.clone(),
         exe,
+        root: None,
     })
 }
 
@@ -104,5 +108,67 @@ pub(crate) fn pyenv(minor: u8) -> Option<Python> {
         minor,
         exe,
         interpreter,
+        root: None,
     })
+}
+
+/// Where `.ci/python-roots.sh` builds the Debian `sid` root holding CPython 3.13–3.15
+/// (`PYRO_PYTHON_ROOT`, else `/tmp/pyro-python-roots/sid`).
+pub(crate) fn sid_root() -> PathBuf {
+    std::env::var_os("PYRO_PYTHON_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/pyro-python-roots/sid"))
+}
+
+/// `python3.minor` of the `sid` root, run as `chroot ROOT /usr/bin/python3.X …`; a skip when the
+/// root is missing, a failure under `PYRO_REQUIRE_TOOLS=1` (CI builds it with
+/// `.ci/python-roots.sh`).
+pub(crate) fn sid(minor: u8) -> Option<Python> {
+    let root = sid_root();
+    let exe = PathBuf::from(format!("/usr/bin/python3.{minor}"));
+    let interpreter = file(
+        root.join(exe.strip_prefix("/").expect("absolute")),
+        true,
+        ".ci/python-roots.sh builds the sid root",
+    )?;
+    Some(Python {
+        label: format!("sid-3.{minor}"),
+        minor,
+        exe,
+        interpreter,
+        root: Some(root),
+    })
+}
+
+impl Python {
+    /// A command running `script` (a file of this crate's `tests/`) with this interpreter. For
+    /// a root, the script's directory is copied into it first (under `/tmp/pyro-tests-PID/`,
+    /// keeping the path from `tests/` on), and the command is `chroot ROOT EXE SCRIPT`.
+    pub(crate) fn command(&self, script: &std::path::Path) -> std::process::Command {
+        let Some(root) = &self.root else {
+            let mut cmd = std::process::Command::new(&self.exe);
+            cmd.arg(script);
+            return cmd;
+        };
+        let tests = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests");
+        let rel = script.strip_prefix(&tests).expect("a script under tests/");
+        let inside = PathBuf::from(format!("/tmp/pyro-tests-{}", std::process::id())).join("tests");
+        let dir = rel.parent().expect("a file");
+        let dst = root
+            .join(inside.strip_prefix("/").expect("absolute"))
+            .join(dir);
+        std::fs::create_dir_all(&dst).expect("create the script directory in the root");
+        for entry in std::fs::read_dir(tests.join(dir))
+            .expect("read the script directory")
+            .flatten()
+        {
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), dst.join(entry.file_name()))
+                    .expect("copy into the root");
+            }
+        }
+        let mut cmd = std::process::Command::new("chroot");
+        cmd.arg(root).arg(&self.exe).arg(inside.join(rel));
+        cmd
+    }
 }

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pyro_core::{AppendError, DynReceiver, Profile, Receiver};
-use pyro_receive::{Config, ReceiveMetrics, ServeError, Server, ServerHandle};
+use pyro_receive::{HttpConfig, ReceiveConfig, ReceiveMetrics, ServeError, Server, ServerHandle};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -79,15 +79,18 @@ pub struct Running {
     pub base: String,
 }
 
-pub fn loopback(config: Config) -> Config {
-    Config {
-        listen_address: "127.0.0.1".into(),
-        listen_port: 0,
+pub fn loopback(config: ReceiveConfig) -> ReceiveConfig {
+    ReceiveConfig {
+        http: HttpConfig {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 0,
+            ..config.http
+        },
         ..config
     }
 }
 
-pub fn start_with(config: Config, collect: Collect, metrics: ReceiveMetrics) -> Running {
+pub fn start_with(config: ReceiveConfig, collect: Collect, metrics: ReceiveMetrics) -> Running {
     let collect = Arc::new(collect);
     let (handle, serve) = Server::new(loopback(config), vec![collect.clone() as DynReceiver])
         .with_metrics(metrics)
@@ -104,7 +107,7 @@ pub fn start_with(config: Config, collect: Collect, metrics: ReceiveMetrics) -> 
 
 pub fn start() -> Running {
     start_with(
-        Config::default(),
+        ReceiveConfig::default(),
         Collect::default(),
         ReceiveMetrics::default(),
     )
@@ -162,20 +165,9 @@ pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -
 
 /// Whether an SDK package is installed (`probe` ran successfully). When it is not, the test is
 /// skipped with a message, or fails under `PYRO_REQUIRE_TOOLS=1` (set by CI).
+/// Whether an SDK probe succeeded (see [`pyro_testkit::sdk::installed`]).
 pub fn sdk_installed(what: &str, probe: &std::process::Output, install: &str) -> bool {
-    if probe.status.success() {
-        return true;
-    }
-    let required = std::env::var("PYRO_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{what} is not installed and PYRO_REQUIRE_TOOLS=1; install it with `{install}`\n{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    eprintln!(
-        "SKIPPED: {what} is not installed (`{install}`); set PYRO_REQUIRE_TOOLS=1 to make this fail"
-    );
-    false
+    pyro_testkit::sdk::installed(what, probe, install)
 }
 
 /// Waits (10 s) for a profile of `service` whose stacks contain `function`, the busy function of

@@ -1,7 +1,6 @@
 //! A small hyper server for the tests: records every request and answers as a handler says.
 #![allow(dead_code, unreachable_pub, reason = "shared by several test binaries")]
 
-use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,11 +36,7 @@ impl Captured {
             .get("content-encoding")
             .is_some_and(|v| v == "gzip")
         {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&self.body[..])
-                .read_to_end(&mut out)
-                .expect("gunzip request body");
-            out
+            pyro_core::pprof::gunzip_capped(&self.body, 64 << 20).expect("gunzip request body")
         } else {
             self.body.to_vec()
         }

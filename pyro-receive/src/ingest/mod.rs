@@ -4,22 +4,27 @@
 //! Supported bodies: pprof (raw, gzip or plain; or `multipart/form-data` with a `profile` part
 //! and an optional `sample_type_config` part) and the text formats `folded` (`a;b;c 12` per
 //! line, the default) and `lines` (one stack per line, identical lines counted), which are
-//! converted to pprof with [`ProfileBuilder`]. `trie`, `tree`, `jfr` and `speedscope` are
+//! converted to pprof with [`ProfileBuilder`](pyro_core::pprof::ProfileBuilder). `trie`, `tree`, `jfr` and `speedscope` are
 //! refused with 415, any other `format` with 400.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
 use pyro_core::labels::names;
-use pyro_core::pprof::{self, ProfileBuilder};
+use pyro_core::pprof::{self};
 use pyro_core::{Labels, Profile};
 
 use crate::error::RequestError;
-use crate::labels::{AppName, parse_app_name};
 use crate::push::pprof_error;
+
+mod multipart;
+mod params;
+mod text;
+
+pub use multipart::{MultipartParts, parse_multipart};
+use params::*;
+pub use params::{IngestParams, parse_params, parse_time};
+use text::*;
 
 /// One `/ingest` request as the parsers see it.
 #[derive(Debug, Clone)]
@@ -30,186 +35,6 @@ pub struct IngestRequest<'a> {
     pub content_type: Option<&'a str>,
     /// The body, already decompressed per `Content-Encoding`.
     pub body: Bytes,
-}
-
-/// The query parameters of `/ingest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IngestParams {
-    /// `name`: the application name and its labels.
-    pub name: AppName,
-    /// `from`, in nanoseconds since the epoch (now when absent).
-    pub from_nanos: i64,
-    /// `until`, in nanoseconds since the epoch (now when absent).
-    pub until_nanos: i64,
-    /// `sampleRate` in Hz (100 when absent or invalid, like Pyroscope).
-    pub sample_rate: u32,
-    /// `spyName` (`unknown` when absent).
-    pub spy_name: String,
-    /// `format`, lower-cased, if given.
-    pub format: Option<String>,
-}
-
-/// Parses the query string of an `/ingest` request.
-pub fn parse_params(query: &str, now_nanos: i64) -> Result<IngestParams, RequestError> {
-    let mut name = None;
-    let (mut from, mut until, mut rate, mut spy, mut format) = (None, None, None, None, None);
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "name" => name = Some(v.into_owned()),
-            "from" => from = Some(v.into_owned()),
-            "until" => until = Some(v.into_owned()),
-            "sampleRate" => rate = Some(v.into_owned()),
-            "spyName" => spy = Some(v.into_owned()),
-            "format" => format = Some(v.trim().to_ascii_lowercase()),
-            _ => {}
-        }
-    }
-    let name = name.ok_or_else(|| RequestError::invalid("name: parameter is required"))?;
-    let name = parse_app_name(&name).map_err(|e| RequestError::invalid(format!("name: {e}")))?;
-    let time = |param: &str, v: Option<String>| match v {
-        None => Ok(now_nanos),
-        Some(v) => parse_time(&v, now_nanos)
-            .ok_or_else(|| RequestError::invalid(format!("{param}: cannot parse time {v:?}"))),
-    };
-    let from_nanos = time("from", from)?;
-    let until_nanos = time("until", until)?;
-    let sample_rate = rate.and_then(|r| r.trim().parse().ok()).unwrap_or(100);
-    Ok(IngestParams {
-        name,
-        from_nanos,
-        until_nanos,
-        sample_rate,
-        spy_name: spy
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into()),
-        format: format.filter(|f| !f.is_empty()),
-    })
-}
-
-const NANOS: i64 = 1_000_000_000;
-
-/// Parses a time as Pyroscope's `attime.Parse` does: all digits are `YYYYMMDD` (8 digits that
-/// form a date), Unix milliseconds (13 digits), microseconds (16), nanoseconds (19) or seconds
-/// (any other count); `now`, `now-1h`, `now+30s` (units `s`, `m`/`min`, `h`, `d`, `w`) are
-/// relative to `now_nanos`. Returns nanoseconds since the epoch.
-pub fn parse_time(s: &str, now_nanos: i64) -> Option<i64> {
-    let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        if s.len() == 8 {
-            let (y, m, d) = (
-                s[..4].parse().ok()?,
-                s[4..6].parse().ok()?,
-                s[6..].parse().ok()?,
-            );
-            if let Some(days) = days_from_civil(y, m, d) {
-                return days.checked_mul(86_400 * NANOS);
-            }
-        }
-        let n: i64 = s.parse().ok()?;
-        return match s.len() {
-            13 => n.checked_mul(1_000_000),
-            16 => n.checked_mul(1_000),
-            19 => Some(n),
-            _ => n.checked_mul(NANOS),
-        };
-    }
-    let rest = s.strip_prefix("now")?;
-    if rest.is_empty() {
-        return Some(now_nanos);
-    }
-    let (sign, rest) = match rest.as_bytes()[0] {
-        b'-' => (-1, &rest[1..]),
-        b'+' => (1, &rest[1..]),
-        _ => return None,
-    };
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let n: i64 = rest[..digits].parse().ok()?;
-    let unit = match &rest[digits..] {
-        "s" | "sec" | "secs" | "second" | "seconds" => NANOS,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60 * NANOS,
-        "h" | "hour" | "hours" => 3_600 * NANOS,
-        "d" | "day" | "days" => 86_400 * NANOS,
-        "w" | "week" | "weeks" => 7 * 86_400 * NANOS,
-        _ => return None,
-    };
-    now_nanos.checked_add(sign * n.checked_mul(unit)?)
-}
-
-/// Days since 1970-01-01 of a valid proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i64> {
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&m) || d == 0 || d > month_days[m as usize - 1] {
-        return None;
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
-}
-
-/// The body parser an `/ingest` request selects (Pyroscope's order, first match wins).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IngestFormat {
-    /// pprof bytes as the whole body.
-    Pprof,
-    /// `multipart/form-data` with a pprof `profile` part.
-    PprofMultipart,
-    /// `frame;frame;leaf count` lines.
-    Folded,
-    /// One stack per line.
-    Lines,
-}
-
-const SUPPORTED: &str = "supported formats are pprof (raw or multipart), folded and lines";
-
-/// Picks the parser for `format` and `Content-Type`.
-pub fn select_format(
-    format: Option<&str>,
-    content_type: Option<&str>,
-) -> Result<IngestFormat, RequestError> {
-    let ct = content_type.unwrap_or("").to_ascii_lowercase();
-    let multipart = ct.contains("multipart/form-data");
-    let unsupported = |f: &str| {
-        RequestError::unsupported_media_type(format!(
-            "format {f:?} is not supported by this receiver; {SUPPORTED}"
-        ))
-    };
-    match format {
-        Some(f @ ("trie" | "tree" | "jfr" | "speedscope")) => Err(unsupported(f)),
-        _ if ct.starts_with("binary/octet-stream+trie") => Err(unsupported("trie")),
-        _ if ct.starts_with("binary/octet-stream+tree") => Err(unsupported("tree")),
-        Some("lines") => Ok(IngestFormat::Lines),
-        Some("pprof") if multipart => Ok(IngestFormat::PprofMultipart),
-        Some("pprof") => Ok(IngestFormat::Pprof),
-        None if multipart => Ok(IngestFormat::PprofMultipart),
-        None | Some("folded" | "groups") => Ok(IngestFormat::Folded),
-        Some(other) => Err(RequestError::invalid(format!(
-            "format: unknown format {other:?}; {SUPPORTED}"
-        ))),
-    }
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Parses an `/ingest` request into the profile it carries (none for a text body without
@@ -253,85 +78,46 @@ pub fn parse_ingest(
     }
 }
 
-/// The parts of a multipart `/ingest` body this receiver reads.
-#[derive(Debug, Default)]
-pub struct MultipartParts {
-    /// The `profile` part (pprof, gzip or plain).
-    pub profile: Option<Bytes>,
-    /// Sample type → `display-name` from the `sample_type_config` part.
-    pub display_names: HashMap<String, String>,
+/// The body parser an `/ingest` request selects (Pyroscope's order, first match wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestFormat {
+    /// pprof bytes as the whole body.
+    Pprof,
+    /// `multipart/form-data` with a pprof `profile` part.
+    PprofMultipart,
+    /// `frame;frame;leaf count` lines.
+    Folded,
+    /// One stack per line.
+    Lines,
 }
 
-/// Reads a `multipart/form-data` body: `profile`, `sample_type_config`; `prev_profile` (the
-/// cumulative protocol of very old clients) is refused; other parts are ignored.
-pub fn parse_multipart(
-    req: &IngestRequest<'_>,
-    max_decoded_size: usize,
-) -> Result<MultipartParts, RequestError> {
-    let content_type = req.content_type.unwrap_or("");
-    let boundary = multer::parse_boundary(content_type).map_err(|e| {
-        RequestError::invalid(format!("multipart: bad Content-Type {content_type:?}: {e}"))
-    })?;
-    let stream = futures_util::stream::iter([Ok::<Bytes, Infallible>(req.body.clone())]);
-    let constraints = multer::Constraints::new()
-        .size_limit(multer::SizeLimit::new().whole_stream(req.body.len() as u64));
-    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
-    let read = async {
-        let mut parts = MultipartParts::default();
-        while let Some(field) = multipart.next_field().await? {
-            let name = field.name().unwrap_or("").to_owned();
-            let data = field.bytes().await?;
-            match name.as_str() {
-                "profile" => parts.profile = Some(data),
-                "prev_profile" => {
-                    return Ok(Err(RequestError::invalid(
-                        "multipart: `prev_profile` (cumulative profiles of old clients) is not supported",
-                    )));
-                }
-                "sample_type_config" => match sample_type_config(&data, max_decoded_size) {
-                    Ok(names) => parts.display_names = names,
-                    Err(e) => return Ok(Err(e)),
-                },
-                _ => {}
-            }
-        }
-        Ok::<_, multer::Error>(Ok(parts))
-    };
-    // The stream is in memory, so the future never waits.
-    match read.now_or_never() {
-        Some(Ok(result)) => result,
-        Some(Err(e)) => Err(RequestError::invalid(format!("multipart: {e}"))),
-        None => Err(RequestError::new(
-            crate::error::Code::Internal,
-            "multipart: parser waited on an in-memory body",
-        )),
-    }
-}
+const SUPPORTED: &str = "supported formats are pprof (raw or multipart), folded and lines";
 
-fn sample_type_config(
-    data: &[u8],
-    max_decoded_size: usize,
-) -> Result<HashMap<String, String>, RequestError> {
-    let plain;
-    let data = if pprof::is_gzip(data) {
-        plain = pprof::gunzip_capped(data, max_decoded_size)
-            .map_err(|e| pprof_error("multipart: sample_type_config", &e))?;
-        &plain[..]
-    } else {
-        data
-    };
-    let config: HashMap<String, serde_json::Value> = serde_json::from_slice(data).map_err(|e| {
-        RequestError::invalid(format!(
-            "multipart: sample_type_config is not a JSON object: {e}"
+/// Picks the parser for `format` and `Content-Type`.
+pub fn select_format(
+    format: Option<&str>,
+    content_type: Option<&str>,
+) -> Result<IngestFormat, RequestError> {
+    let ct = content_type.unwrap_or("").to_ascii_lowercase();
+    let multipart = ct.contains("multipart/form-data");
+    let unsupported = |f: &str| {
+        RequestError::unsupported_media_type(format!(
+            "format {f:?} is not supported by this receiver; {SUPPORTED}"
         ))
-    })?;
-    Ok(config
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let dn = v.get("display-name")?.as_str()?.to_owned();
-            Some((k, dn))
-        })
-        .collect())
+    };
+    match format {
+        Some(f @ ("trie" | "tree" | "jfr" | "speedscope")) => Err(unsupported(f)),
+        _ if ct.starts_with("binary/octet-stream+trie") => Err(unsupported("trie")),
+        _ if ct.starts_with("binary/octet-stream+tree") => Err(unsupported("tree")),
+        Some("lines") => Ok(IngestFormat::Lines),
+        Some("pprof") if multipart => Ok(IngestFormat::PprofMultipart),
+        Some("pprof") => Ok(IngestFormat::Pprof),
+        None if multipart => Ok(IngestFormat::PprofMultipart),
+        None | Some("folded" | "groups") => Ok(IngestFormat::Folded),
+        Some(other) => Err(RequestError::invalid(format!(
+            "format: unknown format {other:?}; {SUPPORTED}"
+        ))),
+    }
 }
 
 /// `__name__` for a pprof from its sample types (and `display-name`s), Pyroscope's heuristic.
@@ -414,124 +200,10 @@ fn pprof_profile(
     Ok(Profile::new(labels, raw))
 }
 
-/// What a text format's profile-type suffix (`app.cpu`) maps to.
-struct TextType {
-    metric: &'static str,
-    sample_type: &'static str,
-    unit: &'static str,
-    /// With a sample rate, values are scaled to nanoseconds of this type.
-    timed: Option<&'static str>,
-}
-
-fn text_type(suffix: &str) -> Option<TextType> {
-    let t = |metric, sample_type, unit| TextType {
-        metric,
-        sample_type,
-        unit,
-        timed: None,
-    };
-    Some(match suffix {
-        "cpu" | "itimer" => TextType {
-            timed: Some("cpu"),
-            ..t("process_cpu", "samples", "count")
-        },
-        "wall" | "seconds" | "nanoseconds" | "microseconds" | "milliseconds" => TextType {
-            timed: Some("wall"),
-            ..t("wall", "samples", "count")
-        },
-        "inuse_objects" => t("memory", "inuse_objects", "count"),
-        "alloc_objects" => t("memory", "alloc_objects", "count"),
-        "inuse_space" => t("memory", "inuse_space", "bytes"),
-        "alloc_space" => t("memory", "alloc_space", "bytes"),
-        "alloc_in_new_tlab_objects" => t("memory", "alloc_in_new_tlab_objects", "count"),
-        "alloc_in_new_tlab_bytes" => t("memory", "alloc_in_new_tlab_bytes", "bytes"),
-        "alloc_outside_tlab_objects" => t("memory", "alloc_outside_tlab_objects", "count"),
-        "alloc_outside_tlab_bytes" => t("memory", "alloc_outside_tlab_bytes", "bytes"),
-        "live" => t("memory", "live", "count"),
-        "bytes" => t("memory", "samples", "bytes"),
-        "goroutines" => t("goroutine", "goroutines", "count"),
-        "mutex_count" => t("mutex", "contentions", "count"),
-        "mutex_duration" => t("mutex", "delay", "nanoseconds"),
-        "block_count" | "lock_count" => t("block", "contentions", "count"),
-        "block_duration" | "lock_duration" => t("block", "delay", "nanoseconds"),
-        "exceptions" => t("exceptions", "samples", "count"),
-        _ => return None,
-    })
-}
-
-fn parse_text(
-    req: &IngestRequest<'_>,
-    params: &IngestParams,
-) -> Result<Vec<Profile>, RequestError> {
-    let app = params.name.app.as_str();
-    let (service, suffix) = app.rsplit_once('.').unwrap_or((app, "cpu"));
-    let ty = text_type(suffix).ok_or_else(|| {
-        RequestError::invalid(format!(
-            "name: unknown profile type {suffix:?} (the last dot-suffix of {app:?} selects it, e.g. {service}.cpu)"
-        ))
-    })?;
-    let text = std::str::from_utf8(&req.body)
-        .map_err(|e| RequestError::invalid(format!("body is not UTF-8 text: {e}")))?;
-    let mut builder = match ty.timed {
-        Some(timed) if params.sample_rate != 0 => {
-            let mut b = ProfileBuilder::new(&[(timed, "nanoseconds")]);
-            b.set_period(timed, "nanoseconds", NANOS / i64::from(params.sample_rate));
-            b
-        }
-        _ => {
-            let mut b = ProfileBuilder::new(&[(ty.sample_type, ty.unit)]);
-            b.set_period(ty.sample_type, ty.unit, 1);
-            b
-        }
-    };
-    let scale = builder.period().max(1);
-    let lines_format = params.format.as_deref() == Some("lines");
-    let mut lines_counts: HashMap<&str, i64> = HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        if lines_format {
-            *lines_counts.entry(line).or_insert(0) += 1;
-            continue;
-        }
-        let Some((stack, count)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let count: u64 = count.trim().parse().map_err(|_| {
-            RequestError::invalid(format!(
-                "folded line {}: count {count:?} is not a non-negative integer",
-                n + 1
-            ))
-        })?;
-        let value = i64::try_from(count)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(scale);
-        let frames: Vec<&str> = stack.split(';').collect();
-        builder.add_folded(&frames, &[value]);
-    }
-    let mut stacks: Vec<_> = lines_counts.into_iter().collect();
-    stacks.sort_unstable();
-    for (stack, count) in stacks {
-        let frames: Vec<&str> = stack.split(';').collect();
-        builder.add_folded(&frames, &[count.saturating_mul(scale)]);
-    }
-    if builder.sample_count() == 0 {
-        return Ok(Vec::new());
-    }
-    builder.set_time(
-        params.from_nanos,
-        params.until_nanos.saturating_sub(params.from_nanos).max(0),
-    );
-    let labels = ingest_labels(params, ty.metric, service)?;
-    Ok(vec![Profile::new(labels, pprof::encode(&builder.build()))])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pyro_core::pprof::{decode, encode_gzip, folded};
+    use pyro_core::pprof::{ProfileBuilder, decode, encode_gzip, folded};
 
     fn ingest(
         query: &str,
@@ -670,7 +342,7 @@ mod tests {
 
     /// A CPU profile written by the Go runtime (copied from the shared test data).
     fn go_cpu_pprof() -> Vec<u8> {
-        include_bytes!("../testdata/go-cpu.pb.gz").to_vec()
+        include_bytes!("../../testdata/go-cpu.pb.gz").to_vec()
     }
 
     #[test]
