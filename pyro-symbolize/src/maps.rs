@@ -32,53 +32,32 @@ impl MapEntry {
     }
 }
 
-/// Executable mappings of a `/proc/PID/maps` text, sorted by start address. Lines that do not
-/// parse are skipped.
+/// Executable mappings of a `/proc/PID/maps` text, sorted by start address, read by the one
+/// `/proc` reader of pyro ([`pyro_core::proc::parse_exec_maps`]). A text that does not parse
+/// (the kernel never writes one) gives no mappings.
 pub(crate) fn parse_maps(text: &str) -> Vec<MapEntry> {
-    let mut out: Vec<MapEntry> = text.lines().filter_map(parse_line).collect();
-    out.sort_unstable_by_key(|m| m.start);
-    out
-}
-
-fn parse_line(line: &str) -> Option<MapEntry> {
-    let mut rest = line;
-    let mut field = || {
-        let s = rest.trim_start_matches(' ');
-        let end = s.find(' ').unwrap_or(s.len());
-        let (f, r) = s.split_at(end);
-        rest = r;
-        f
+    let maps = match pyro_core::proc::parse_exec_maps(text.as_bytes()) {
+        Ok(maps) => maps,
+        Err(error) => {
+            tracing::debug!(%error, "Unreadable /proc/PID/maps.");
+            return Vec::new();
+        }
     };
-    let range = field();
-    let perms = field();
-    let offset = field();
-    let dev = field();
-    let inode = field();
-    if perms.as_bytes().get(2) != Some(&b'x') {
-        return None;
-    }
-    let (start, end) = range.split_once('-')?;
-    let start = u64::from_str_radix(start, 16).ok()?;
-    let end = u64::from_str_radix(end, 16).ok()?;
-    if end <= start {
-        return None;
-    }
-    let (major, minor) = dev.split_once(':')?;
-    let dev = (u64::from_str_radix(major, 16).ok()? << 32) | u64::from_str_radix(minor, 16).ok()?;
-    let mut path = rest.trim_start_matches(' ');
-    let deleted = path.ends_with(" (deleted)");
-    if deleted {
-        path = &path[..path.len() - " (deleted)".len()];
-    }
-    Some(MapEntry {
-        start,
-        end,
-        offset: u64::from_str_radix(offset, 16).ok()?,
-        dev,
-        inode: inode.parse().ok()?,
-        path: path.to_owned(),
-        deleted,
-    })
+    maps.into_iter()
+        .map(|m| MapEntry {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            dev: m.dev,
+            inode: m.inode,
+            path: match (m.path, m.pseudo) {
+                (Some(p), _) => p.to_string_lossy().into_owned(),
+                (None, Some(pseudo)) => pseudo,
+                (None, None) => String::new(),
+            },
+            deleted: m.deleted,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -93,7 +72,6 @@ mod tests {
 7f0000000000-7f0000001000 r-xp 00000000 00:00 0 
 7f0000100000-7f0000101000 r-xp 00001000 08:12 99     /tmp/my lib.so (deleted)
 7ffd1c3f0000-7ffd1c3f2000 r-xp 00000000 00:00 0      [vdso]
-garbage line
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
 ";
         let maps = parse_maps(text);
@@ -118,6 +96,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
         assert_eq!(maps[3].path, "[vdso]");
         assert!(!maps[3].is_file());
         assert_eq!(maps[4].path, "[vsyscall]");
+        assert!(parse_maps("garbage line\n").is_empty());
     }
 
     #[test]
