@@ -28,7 +28,63 @@
 //! ```
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// A secret string (password, token). Its `Debug` output is `Secret(****)`; it has no
+/// `Display`, so it cannot end up in a log line by accident. [`Secret::expose`] is the one way to
+/// read it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself. Call only where it is put on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// TLS settings of a client (Alloy's `tls_config` block), shared by the Pyroscope writer and
+/// Kubernetes discovery. Without a `ca_file` the client's default roots are trusted; with one,
+/// only the certificates in it (as Go's `RootCAs` does).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file with the client certificate chain (mutual TLS); needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file with the client's private key.
+    pub key_file: Option<PathBuf>,
+    /// Name to verify the server certificate against, instead of the URL's host.
+    pub server_name: Option<String>,
+    /// Accept any server certificate. Dangerous: an explicit opt-in for test setups only.
+    pub insecure_skip_verify: bool,
+}
 
 /// A duration string is not in Go's `time.ParseDuration` syntax.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

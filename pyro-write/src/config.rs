@@ -6,44 +6,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use pyro_core::config::{Secret, TlsConfig};
 use serde::Deserialize;
-
-/// A secret string (password, token). Its `Debug` output is `Secret(****)`; it has no
-/// `Display`, so it cannot end up in a log line by accident. [`Secret::expose`] is the one way to
-/// read it.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself. Call only where it is put on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
 
 /// HTTP basic authentication (`basic_auth` block). Give `password` or `password_file`, not both;
 /// the file is read again for every request, so a rotated password is picked up.
@@ -56,23 +20,6 @@ pub struct BasicAuth {
     pub password: Option<Secret>,
     /// A file holding the password (surrounding whitespace is trimmed).
     pub password_file: Option<PathBuf>,
-}
-
-/// TLS settings (`tls_config` block). Without a `ca_file` the Mozilla roots bundled by
-/// `webpki-roots` are trusted; with one, only the certificates in it (as Go's `RootCAs` does).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the CA certificates to trust.
-    pub ca_file: Option<PathBuf>,
-    /// PEM file with the client certificate chain (mutual TLS); needs `key_file`.
-    pub cert_file: Option<PathBuf>,
-    /// PEM file with the client's private key.
-    pub key_file: Option<PathBuf>,
-    /// Name to verify the server certificate against, instead of the URL's host.
-    pub server_name: Option<String>,
-    /// Accept any server certificate. Dangerous: an explicit opt-in for test setups only.
-    pub insecure_skip_verify: bool,
 }
 
 /// Request body compression (`Content-Encoding` of the push request).

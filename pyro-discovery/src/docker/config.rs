@@ -31,7 +31,7 @@ pub struct DockerConfig {
     /// Default true.
     pub match_first_network: bool,
     /// A bearer token for the `Authorization` header (TCP hosts only).
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<pyro_core::config::Secret>,
     /// A file holding the bearer token, read at each refresh (TCP hosts only).
     pub bearer_token_file: Option<PathBuf>,
     /// HTTP basic authentication (TCP hosts only).
@@ -80,7 +80,7 @@ pub struct BasicAuth {
     /// A file holding the user name, instead of `username`.
     pub username_file: Option<PathBuf>,
     /// The password.
-    pub password: Option<String>,
+    pub password: Option<pyro_core::config::Secret>,
     /// A file holding the password, instead of `password`.
     pub password_file: Option<PathBuf>,
 }
@@ -93,7 +93,7 @@ pub struct Authorization {
     #[serde(rename = "type")]
     pub kind: String,
     /// The credentials.
-    pub credentials: Option<String>,
+    pub credentials: Option<pyro_core::config::Secret>,
     /// A file holding the credentials, instead of `credentials`.
     pub credentials_file: Option<PathBuf>,
 }

@@ -192,7 +192,7 @@ enum Secret {
 
 impl Secret {
     fn from_pair(
-        value: Option<&String>,
+        value: Option<&str>,
         file: Option<&PathBuf>,
         field: &'static str,
         both: &'static str,
@@ -202,7 +202,7 @@ impl Secret {
                 field,
                 reason: both,
             }),
-            (Some(v), None) => Ok(Some(Self::Value(v.clone()))),
+            (Some(v), None) => Ok(Some(Self::Value(v.to_owned()))),
             (None, Some(p)) => Ok(Some(Self::File {
                 field,
                 path: p.clone(),
@@ -240,7 +240,9 @@ impl Auth {
             });
         }
         if let Some(secret) = Secret::from_pair(
-            c.bearer_token.as_ref(),
+            c.bearer_token
+                .as_ref()
+                .map(pyro_core::config::Secret::expose),
             c.bearer_token_file.as_ref(),
             "bearer_token_file",
             "and `bearer_token` are both set",
@@ -252,7 +254,9 @@ impl Auth {
         }
         if let Some(a) = &c.authorization {
             let secret = Secret::from_pair(
-                a.credentials.as_ref(),
+                a.credentials
+                    .as_ref()
+                    .map(pyro_core::config::Secret::expose),
                 a.credentials_file.as_ref(),
                 "authorization.credentials_file",
                 "and `authorization.credentials` are both set",
@@ -274,7 +278,7 @@ impl Auth {
         }
         if let Some(b) = &c.basic_auth {
             let user = Secret::from_pair(
-                (!b.username.is_empty()).then_some(&b.username),
+                (!b.username.is_empty()).then_some(b.username.as_str()),
                 b.username_file.as_ref(),
                 "basic_auth.username_file",
                 "and `basic_auth.username` are both set",
@@ -284,7 +288,7 @@ impl Auth {
                 reason: "is required in a basic_auth block",
             })?;
             let password = Secret::from_pair(
-                b.password.as_ref(),
+                b.password.as_ref().map(pyro_core::config::Secret::expose),
                 b.password_file.as_ref(),
                 "basic_auth.password_file",
                 "and `basic_auth.password` are both set",

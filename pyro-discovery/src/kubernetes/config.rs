@@ -21,7 +21,7 @@ pub struct KubernetesConfig {
     /// A kubeconfig file (its current context), instead of `api_server`.
     pub kubeconfig_file: Option<PathBuf>,
     /// A bearer token for `api_server`.
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<pyro_core::config::Secret>,
     /// A file holding the bearer token for `api_server`, re-read as it changes.
     pub bearer_token_file: Option<PathBuf>,
     /// TLS settings for `api_server`.
@@ -93,18 +93,5 @@ pub struct AttachMetadata {
     pub node: bool,
 }
 
-/// The `tls_config` block for `api_server`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The CA certificate (PEM) the API server's certificate is checked against.
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate (PEM).
-    pub cert_file: Option<PathBuf>,
-    /// The client certificate's key (PEM).
-    pub key_file: Option<PathBuf>,
-    /// The name the server certificate must carry, if not the URL's host.
-    pub server_name: Option<String>,
-    /// Accept any server certificate.
-    pub insecure_skip_verify: bool,
-}
+/// The `tls_config` block for `api_server` (the one client TLS block of pyro).
+pub use pyro_core::config::TlsConfig;

@@ -238,7 +238,7 @@ async fn client(c: &KubernetesConfig) -> Result<Client, KubernetesError> {
     let config = if let Some(url) = &c.api_server {
         let mut config = kube::Config::new(url.parse().map_err(|e| err(&e))?);
         if let Some(t) = &c.bearer_token {
-            config.auth_info.token = Some(t.clone().into());
+            config.auth_info.token = Some(t.expose().to_owned().into());
         }
         if let Some(p) = &c.bearer_token_file {
             config.auth_info.token_file = Some(p.to_string_lossy().into_owned());
