@@ -406,6 +406,14 @@ impl Collector {
                 tables.forget(maps, pid);
             }
         }
+        // Tables of processes no longer tracked (targets changed).
+        if let (Some(tables), Some(maps)) = (self.tables.as_mut(), self.sampler.unwind_maps()) {
+            for pid in tables.pids() {
+                if !self.known.contains_key(&pid) {
+                    tables.forget(maps, pid);
+                }
+            }
+        }
         // Entries the kernel map holds for processes user space no longer tracks (classified
         // before a restart of the map's owner, or evicted above while a sample was in flight).
         for pid in self.sampler.known_pids() {

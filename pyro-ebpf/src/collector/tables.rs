@@ -94,6 +94,11 @@ impl Tables {
         }
     }
 
+    /// The processes whose mappings are loaded.
+    pub(super) fn pids(&self) -> Vec<u32> {
+        self.procs.keys().copied().collect()
+    }
+
     /// Whether `pid`'s mappings are loaded.
     pub(super) fn has(&self, pid: u32) -> bool {
         self.procs.contains_key(&pid)
