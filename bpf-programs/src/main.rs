@@ -24,8 +24,8 @@ use core::mem::size_of;
 use aya_ebpf::EbpfContext;
 use aya_ebpf::bindings::{BPF_F_MMAPABLE, BPF_F_USER_STACK, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_comm, bpf_get_current_task, bpf_get_current_task_btf,
-    bpf_get_smp_processor_id, bpf_get_stack, bpf_task_pt_regs,
+    bpf_get_current_comm, bpf_get_current_task, bpf_get_current_task_btf, bpf_get_smp_processor_id,
+    bpf_get_stack, bpf_task_pt_regs,
 };
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user};
 use aya_ebpf::macros::{map, perf_event};
@@ -34,8 +34,8 @@ use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, RingBuf
 use aya_ebpf::programs::PerfEventContext;
 use pyro_ebpf_common::python::{FrameModel, MAX_PYTHON_FRAMES, NONE, PyProcConfig};
 use pyro_ebpf_common::unwind::{
-    EXEC_MAPPINGS_MAP_SIZE, FRAMES_PER_PROGRAM, MAX_TAIL_CALLS, Mapping, MappingKey,
-    MappingKind, PAGE_BITS, PAGE_MASK, PageKey, PageValue, Regs, Row, RowArray, RowLookup, Step,
+    EXEC_MAPPINGS_MAP_SIZE, FRAMES_PER_PROGRAM, MAX_TAIL_CALLS, Mapping, MappingKey, MappingKind,
+    PAGE_BITS, PAGE_MASK, PageKey, PageValue, Regs, Row, RowArray, RowLookup, Step,
     UNWIND_PROCS_MAP_SIZE, UnwindState, frame_pointer_step, search_page,
 };
 use pyro_ebpf_common::{
@@ -392,18 +392,18 @@ unsafe fn unwind_frame(st: *mut UnwindState, tgid: u32) -> bool {
         *slot = regs.pc;
         core::ptr::write_volatile(len, n as u32 + 1);
         let exact = core::ptr::read_volatile(core::ptr::addr_of!((*st).pc_is_exact)) != 0;
-        let next = match pyro_ebpf_common::unwind::step(&regs, exact, &Tables { tgid }, &mut UserMem)
-        {
-            Step::NoInfo => {
-                count(Counter::TableFpFrames);
-                frame_pointer_step(&regs, &mut UserMem)
-            }
-            Step::Unsupported => {
-                count(Counter::UnsupportedRows);
-                frame_pointer_step(&regs, &mut UserMem)
-            }
-            other => other,
-        };
+        let next =
+            match pyro_ebpf_common::unwind::step(&regs, exact, &Tables { tgid }, &mut UserMem) {
+                Step::NoInfo => {
+                    count(Counter::TableFpFrames);
+                    frame_pointer_step(&regs, &mut UserMem)
+                }
+                Step::Unsupported => {
+                    count(Counter::UnsupportedRows);
+                    frame_pointer_step(&regs, &mut UserMem)
+                }
+                other => other,
+            };
         let Step::Caller(c) = next else {
             return true;
         };

@@ -9,9 +9,8 @@ use aya::programs::{PerfEvent, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use pyro_ebpf_common::python::PyProcConfig;
 use pyro_ebpf_common::unwind::{
-    GLOBAL_UNWIND_ENABLED, MAP_EXEC_MAPPINGS, MAP_UNWIND_PAGES, MAP_UNWIND_PROCS,
-    MAP_UNWIND_PROGS, MAP_UNWIND_ROWS, Mapping, MappingKey, PageKey, PageValue, Row,
-    UNWIND_PROGRAM_NAME,
+    GLOBAL_UNWIND_ENABLED, MAP_EXEC_MAPPINGS, MAP_UNWIND_PAGES, MAP_UNWIND_PROCS, MAP_UNWIND_PROGS,
+    MAP_UNWIND_ROWS, Mapping, MappingKey, PageKey, PageValue, Row, UNWIND_PROGRAM_NAME,
 };
 use pyro_ebpf_common::{
     Counter, GLOBAL_COLLECT_KERNEL, GLOBAL_COLLECT_USER, GLOBAL_PYTHON_ENABLED,
@@ -477,22 +476,23 @@ impl UnwindMaps {
             .fd()
             .and_then(|fd| fd.try_clone().map_err(Into::into))
             .map_err(|e| BpfError::Program(Box::new(e)))?;
-        let mut progs: ProgramArray<&mut MapData> = ProgramArray::try_from(
-            ebpf.map_mut(MAP_UNWIND_PROGS).ok_or(BpfError::Missing {
+        let mut progs: ProgramArray<&mut MapData> =
+            ProgramArray::try_from(ebpf.map_mut(MAP_UNWIND_PROGS).ok_or(BpfError::Missing {
                 what: "map",
                 name: MAP_UNWIND_PROGS,
-            })?,
-        )
-        .map_err(map_err(MAP_UNWIND_PROGS))?;
+            })?)
+            .map_err(map_err(MAP_UNWIND_PROGS))?;
         progs.set(0, &fd, 0).map_err(map_err(MAP_UNWIND_PROGS))?;
         let mut take = |name: &'static str| {
             ebpf.take_map(name)
                 .ok_or(BpfError::Missing { what: "map", name })
         };
-        let procs = BpfHashMap::try_from(take(MAP_UNWIND_PROCS)?).map_err(map_err(MAP_UNWIND_PROCS))?;
+        let procs =
+            BpfHashMap::try_from(take(MAP_UNWIND_PROCS)?).map_err(map_err(MAP_UNWIND_PROCS))?;
         let mappings =
             LpmTrie::try_from(take(MAP_EXEC_MAPPINGS)?).map_err(map_err(MAP_EXEC_MAPPINGS))?;
-        let pages = BpfHashMap::try_from(take(MAP_UNWIND_PAGES)?).map_err(map_err(MAP_UNWIND_PAGES))?;
+        let pages =
+            BpfHashMap::try_from(take(MAP_UNWIND_PAGES)?).map_err(map_err(MAP_UNWIND_PAGES))?;
         let rows_map = match take(MAP_UNWIND_ROWS)? {
             aya::maps::Map::Array(m) => m,
             _ => {
@@ -541,7 +541,10 @@ impl UnwindMaps {
     /// Writes `rows` at index `at` of the row array; false when they do not fit.
     pub(crate) fn write_rows(&mut self, at: u32, rows: &[Row]) -> bool {
         let at = at as usize;
-        if at.checked_add(rows.len()).is_none_or(|end| end > self.rows.len) {
+        if at
+            .checked_add(rows.len())
+            .is_none_or(|end| end > self.rows.len)
+        {
             return false;
         }
         // SAFETY: bounds checked above; the mapping is ours and `Row` is plain data.

@@ -21,41 +21,8 @@ const RATE: u32 = 499;
 /// Seconds of CPU each workload burns.
 const SECONDS: &str = "12";
 
-const C_WORKLOAD: &str = r#"
-#include <stdio.h>
-#include <time.h>
-volatile unsigned long sink;
-static double spent[3];
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-/* Frameless leaves: no locals, no stack. */
-__attribute__((noinline)) void leaf_alpha(long n) { for (long i = 0; i < n; i++) sink += i; }
-__attribute__((noinline)) void leaf_beta(long n) { for (long i = 0; i < n; i++) sink ^= i; }
-__attribute__((noinline)) void leaf_gamma(long n) { for (long i = 0; i < n; i++) sink += 3 * i; }
-/* The increments after the calls keep them calls (not tail jumps). */
-__attribute__((noinline)) void mid_alpha(long n) { leaf_alpha(n); sink++; }
-__attribute__((noinline)) void path_alpha(long n) { mid_alpha(n); sink++; }
-__attribute__((noinline)) void path_beta(long n) { leaf_beta(n); sink++; }
-__attribute__((noinline)) void path_gamma(long n) { leaf_gamma(n); sink++; }
-int main(int argc, char **argv) {
-    double seconds = 12, t;
-    if (argc > 1) sscanf(argv[1], "%lf", &seconds);
-    char line[16];
-    if (!fgets(line, sizeof line, stdin)) return 1;
-    const long unit = 1000000;
-    double start = cpu_now();
-    while (cpu_now() - start < seconds) {
-        t = cpu_now(); path_alpha(1 * unit); spent[0] += cpu_now() - t;
-        t = cpu_now(); path_beta(2 * unit); spent[1] += cpu_now() - t;
-        t = cpu_now(); path_gamma(3 * unit); spent[2] += cpu_now() - t;
-    }
-    printf("%f %f %f\n", spent[0], spent[1], spent[2]);
-    return 0;
-}
-"#;
+/// Three frameless leaves under known paths, as `-O1`/`-O2` C; prints its CPU split.
+const C_WORKLOAD: &str = include_str!("unwind_workload.c");
 
 const CXX_LIB: &str = r#"
 volatile unsigned long lib_sink;
@@ -144,7 +111,14 @@ fn run(cmd: &mut Command) {
 }
 
 /// Compiles C/C++ `source` with `compiler` and `flags` into `dir/name`.
-fn compile(dir: &Path, compiler: &str, name: &str, ext: &str, source: &str, flags: &[&str]) -> Option<PathBuf> {
+fn compile(
+    dir: &Path,
+    compiler: &str,
+    name: &str,
+    ext: &str,
+    source: &str,
+    flags: &[&str],
+) -> Option<PathBuf> {
     let cc = pyro_testkit::tool(compiler)?;
     let src = dir.join(format!("{name}.{ext}"));
     std::fs::write(&src, source).unwrap();
@@ -172,11 +146,22 @@ fn perf_record(pid: u32, out: &Path) -> Option<Child> {
 /// perf's stacks (root first, names without `@VERSION`), one entry per sample.
 fn perf_stacks(data: &Path) -> Vec<Vec<String>> {
     let out = Command::new("perf")
-        .args(["script", "-F", "ip,sym", "--no-demangle", "--no-inline", "-i"])
+        .args([
+            "script",
+            "-F",
+            "ip,sym",
+            "--no-demangle",
+            "--no-inline",
+            "-i",
+        ])
         .arg(data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "perf script: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "perf script: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut stacks = Vec::new();
     let mut cur: Vec<String> = Vec::new();
@@ -232,7 +217,9 @@ fn check(bin: &Path, dir: &Path, leaves: &[&str]) {
         return;
     };
     workload.go();
-    poll_until(&mut collector, Duration::from_secs(90), || workload.exited());
+    poll_until(&mut collector, Duration::from_secs(90), || {
+        workload.exited()
+    });
     let out = workload.wait();
     let profiles = collector.collect();
     let perf_status = perf.wait().unwrap();
@@ -300,7 +287,9 @@ fn check(bin: &Path, dir: &Path, leaves: &[&str]) {
             report += &format!("    not in perf's paths x{n}: {path:?}\n");
         }
         if (share - truth_share).abs() > 2.0 {
-            failures.push(format!("{leaf}: share {share:.2}% vs truth {truth_share:.2}%"));
+            failures.push(format!(
+                "{leaf}: share {share:.2}% vs truth {truth_share:.2}%"
+            ));
         }
         if same < 99.0 {
             failures.push(format!("{leaf}: perf's path in only {same:.2}%"));
@@ -389,7 +378,14 @@ fn rust_release_without_frame_pointers() {
     std::fs::write(&src, RUST_WORKLOAD).unwrap();
     let bin = dir.path().join("rust_work");
     run(Command::new(rustc)
-        .args(["--edition", "2024", "-C", "opt-level=3", "-C", "debuginfo=1"])
+        .args([
+            "--edition",
+            "2024",
+            "-C",
+            "opt-level=3",
+            "-C",
+            "debuginfo=1",
+        ])
         .args(["-C", "force-frame-pointers=no", "-o"])
         .arg(&bin)
         .arg(&src));

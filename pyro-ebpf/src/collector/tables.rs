@@ -108,15 +108,15 @@ impl Tables {
     /// changed), and marks its files as seen now.
     pub(super) fn seen(&mut self, maps: &mut UnwindMaps, pid: u32, metrics: &Metrics) {
         let now = Instant::now();
-        if let Some(p) = self.procs.get(&pid) {
-            if now.duration_since(p.last_scan) < RESCAN_INTERVAL {
-                for m in &p.mappings {
-                    if let Some(f) = m.file.and_then(|f| self.files.get_mut(&f)) {
-                        f.last_seen = now;
-                    }
+        if let Some(p) = self.procs.get(&pid)
+            && now.duration_since(p.last_scan) < RESCAN_INTERVAL
+        {
+            for m in &p.mappings {
+                if let Some(f) = m.file.and_then(|f| self.files.get_mut(&f)) {
+                    f.last_seen = now;
                 }
-                return;
             }
+            return;
         }
         self.scan(maps, pid, now, metrics);
     }
@@ -130,7 +130,11 @@ impl Tables {
                 return;
             }
         };
-        let old = self.procs.remove(&pid).map(|p| p.mappings).unwrap_or_default();
+        let old = self
+            .procs
+            .remove(&pid)
+            .map(|p| p.mappings)
+            .unwrap_or_default();
         let mut mappings = Vec::with_capacity(exec.len());
         for m in &exec {
             let prev = old.iter().find(|o| {
@@ -194,7 +198,11 @@ impl Tables {
             return *id;
         }
         let id = open_mapped(&self.proc_root, pid, start, end)
-            .map(|(map, file)| file.metadata().ok().map(|meta| FileId::of_file(&map, &meta)))
+            .map(|(map, file)| {
+                file.metadata()
+                    .ok()
+                    .map(|meta| FileId::of_file(&map, &meta))
+            })
             .ok()
             .flatten();
         if self.identities.len() >= 65_536 {
@@ -233,12 +241,13 @@ impl Tables {
         }
         let slots = slots as u32;
         let base = loop {
-            let pages_fit = self.page_entries() + table.pages().len() as u64
-                <= u64::from(maps.sizes.pages);
-            if self.bytes + bytes <= self.budget && pages_fit {
-                if let Some(base) = self.allocate(slots) {
-                    break base;
-                }
+            let pages_fit =
+                self.page_entries() + table.pages().len() as u64 <= u64::from(maps.sizes.pages);
+            if self.bytes + bytes <= self.budget
+                && pages_fit
+                && let Some(base) = self.allocate(slots)
+            {
+                break base;
             }
             if !self.evict_one(maps, metrics) {
                 metrics.unwind_table_errors.inc();
