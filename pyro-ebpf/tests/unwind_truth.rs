@@ -391,3 +391,120 @@ fn rust_release_without_frame_pointers() {
         .arg(&src));
     check(&bin, dir.path(), &["leaf_alpha", "leaf_beta"]);
 }
+
+const DLOPEN_LIB: &str = r#"
+volatile unsigned long plugin_sink;
+__attribute__((noinline)) void plugin_leaf(long n) { for (long i = 0; i < n; i++) plugin_sink += i; }
+__attribute__((noinline)) void plugin_work(long n) { plugin_leaf(n); plugin_sink++; }
+"#;
+
+const DLOPEN_MAIN: &str = r#"
+#include <dlfcn.h>
+#include <stdio.h>
+#include <time.h>
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+volatile unsigned long sink;
+__attribute__((noinline)) void call_plugin(void (*work)(long)) { work(1000000); sink++; }
+int main(int argc, char **argv) {
+    char line[16];
+    if (!fgets(line, sizeof line, stdin)) return 1;
+    /* Work first, so the collector sees the process and loads its tables... */
+    double t0 = cpu_now();
+    while (cpu_now() - t0 < 2) sink++;
+    /* ...then load the library. */
+    void *h = dlopen(argv[1], RTLD_NOW);
+    if (!h) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+    void (*work)(long) = (void (*)(long))dlsym(h, "plugin_work");
+    double start = cpu_now();
+    while (cpu_now() - start < 8) call_plugin(work);
+    if (argc > 2) execv(argv[2], argv + 2);
+    return 0;
+}
+"#;
+
+/// A library `dlopen`ed after the collector first saw the process (built `-O2
+/// -fomit-frame-pointer`, so frame pointers cannot walk out of it) is unwound from tables once
+/// the process's mappings are re-read; then the process execs a program without frame pointers,
+/// whose mappings are read again.
+#[test]
+fn dlopen_after_start_and_exec_are_unwound() {
+    let _serial = serial();
+    if !bpf() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nofp = ["-O2", "-g", "-fomit-frame-pointer", "-fno-inline"];
+    let lib_flags = [&nofp[..], &["-fPIC", "-shared"]].concat();
+    let Some(lib) = compile(
+        dir.path(),
+        "gcc",
+        "libplugin.so",
+        "c",
+        DLOPEN_LIB,
+        &lib_flags,
+    ) else {
+        return;
+    };
+    let main_flags = [&nofp[..], &["-ldl"]].concat();
+    let bin = compile(dir.path(), "gcc", "host", "c", DLOPEN_MAIN, &main_flags).unwrap();
+    let after = compile(dir.path(), "gcc", "after_exec", "c", C_WORKLOAD, &nofp).unwrap();
+    let (lib_s, after_s) = (lib.to_str().unwrap(), after.to_str().unwrap());
+    let mut cmd = Command::new(&bin);
+    cmd.args([lib_s, after_s, "6"]);
+    let mut workload = Workload::spawn_cmd(&mut cmd);
+    let pid = workload.pid();
+    let mut collector = collector(EbpfConfig::default(), vec![pid_target(pid, "dlopen")]);
+    workload.go();
+    // The line the program run by exec waits for (written once the first was read).
+    poll_until(&mut collector, Duration::from_secs(1), || false);
+    workload.go();
+    poll_until(&mut collector, Duration::from_secs(60), || {
+        workload.exited()
+    });
+    let _ = workload.wait();
+    let profiles = collector.collect();
+    let profile = profile_of(&profiles, pid).expect("a profile of the workload");
+    let period = decode(profile).period;
+    let share = |leaf: &str, path: &[&str]| -> (i64, f64) {
+        let mut all = 0;
+        let mut full = 0;
+        for s in stacks(profile) {
+            if s.frames.last().map(String::as_str) != Some(leaf) {
+                continue;
+            }
+            all += s.value;
+            let names: Vec<&str> = s
+                .frames
+                .iter()
+                .map(|f| f.split('@').next().unwrap())
+                .collect();
+            if names.first() == Some(&"_start") || names.get(1) == Some(&"_start") {
+                if names.ends_with(path) {
+                    full += s.value;
+                }
+            }
+        }
+        (all / period, 100.0 * full as f64 / all.max(1) as f64)
+    };
+    let plugin = share(
+        "plugin_leaf",
+        &["main", "call_plugin", "plugin_work", "plugin_leaf"],
+    );
+    let exec = share("leaf_gamma", &["main", "path_gamma", "leaf_gamma"]);
+    eprintln!(
+        "plugin_leaf: {} samples, full path from _start in {:.1}%; after exec leaf_gamma: {} samples, {:.1}%; counters {:?}",
+        plugin.0,
+        plugin.1,
+        exec.0,
+        exec.1,
+        collector.kernel_counters()
+    );
+    // Samples before the re-read (at most a second after dlopen / exec) fall back to frame
+    // pointers, which cannot leave code built without them.
+    assert!(plugin.0 > 500 && plugin.1 >= 80.0, "dlopen: {plugin:?}");
+    assert!(exec.0 > 150 && exec.1 >= 70.0, "exec: {exec:?}");
+}
