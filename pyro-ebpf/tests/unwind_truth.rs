@@ -482,10 +482,10 @@ fn dlopen_after_start_and_exec_are_unwound() {
                 .iter()
                 .map(|f| f.split('@').next().unwrap())
                 .collect();
-            if names.first() == Some(&"_start") || names.get(1) == Some(&"_start") {
-                if names.ends_with(path) {
-                    full += s.value;
-                }
+            let from_start = names.first() == Some(&"_start") || names.get(1) == Some(&"_start");
+            if from_start && names.ends_with(path) {
+                full += s.value;
+            }
             }
         }
         (all / period, 100.0 * full as f64 / all.max(1) as f64)
