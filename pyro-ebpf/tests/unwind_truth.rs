@@ -486,7 +486,6 @@ fn dlopen_after_start_and_exec_are_unwound() {
             if from_start && names.ends_with(path) {
                 full += s.value;
             }
-            }
         }
         (all / period, 100.0 * full as f64 / all.max(1) as f64)
     };
