@@ -318,10 +318,7 @@ impl Tables {
         self.bytes -= f.bytes();
         self.release(f.base, f.slots);
         // Processes that map the file fall back to frame pointers there (no page entry) until
-        // their next rescan reloads it.
-        for p in self.procs.values_mut() {
-            p.last_scan = p.last_scan.min(Instant::now() - RESCAN_INTERVAL);
-        }
+        // their next rescan (at most RESCAN_INTERVAL later) reloads it.
     }
 
     /// Forgets a process that exited: its trie entries and its map entry.
