@@ -22,15 +22,22 @@ use core::ffi::c_void;
 use core::mem::size_of;
 
 use aya_ebpf::EbpfContext;
-use aya_ebpf::bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP};
+use aya_ebpf::bindings::{BPF_F_MMAPABLE, BPF_F_USER_STACK, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_comm, bpf_get_current_task, bpf_get_smp_processor_id, bpf_get_stack,
+    bpf_get_current_comm, bpf_get_current_task, bpf_get_current_task_btf, bpf_get_smp_processor_id,
+    bpf_get_stack, bpf_task_pt_regs,
 };
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user};
 use aya_ebpf::macros::{map, perf_event};
-use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, RingBuf};
 use aya_ebpf::programs::PerfEventContext;
 use pyro_ebpf_common::python::{FrameModel, MAX_PYTHON_FRAMES, NONE, PyProcConfig};
+use pyro_ebpf_common::unwind::{
+    EXEC_MAPPINGS_MAP_SIZE, FRAMES_PER_PROGRAM, MAX_TAIL_CALLS, Mapping, MappingKey, MappingKind,
+    PAGE_BITS, PAGE_MASK, PageKey, PageValue, Regs, Row, RowArray, RowLookup, Step,
+    UNWIND_PROCS_MAP_SIZE, UnwindState, frame_pointer_step, search_page,
+};
 use pyro_ebpf_common::{
     COMM_LEN, Counter, FLAG_KERNEL_STACK_ERROR, FLAG_USER_STACK_ERROR, MAX_STACK_DEPTH,
     PIDS_MAP_SIZE, PY_FLAG_FRAME_ERROR, PY_FLAG_NO_KEY, PY_FLAG_NO_THREAD_STATE,
@@ -54,6 +61,36 @@ static PYRO_PYTHON_ENABLED: u32 = 1;
 /// kernel's BTF (set at load time by user space; 0 disables the Python walker).
 #[unsafe(no_mangle)]
 static PYRO_TASK_TP_OFFSET: u64 = 0;
+
+/// Whether to unwind user stacks from tables (`unwind_tables_enabled`, set at load time).
+#[unsafe(no_mangle)]
+static PYRO_UNWIND_ENABLED: u32 = 0;
+
+/// tgid → 1 for the processes whose executable mappings user space put into `EXEC_MAPPINGS`.
+#[map]
+static UNWIND_PROCS: HashMap<u32, u32> = HashMap::with_max_entries(UNWIND_PROCS_MAP_SIZE, 0);
+
+/// {tgid, address} → [`Mapping`]: the executable mappings of the processes in `UNWIND_PROCS`.
+#[map]
+static EXEC_MAPPINGS: LpmTrie<MappingKey, Mapping> =
+    LpmTrie::with_max_entries(EXEC_MAPPINGS_MAP_SIZE, 0);
+
+/// {file, 64 KiB page} → the page's rows in `UNWIND_ROWS` (sized by user space).
+#[map]
+static UNWIND_PAGES: HashMap<PageKey, PageValue> = HashMap::with_max_entries(1, 0);
+
+/// Every loaded table's rows, one array (sized by user space from the memory budget; written
+/// through `mmap`).
+#[map]
+static UNWIND_ROWS: Array<Row> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The table unwinder's sample in progress, carried across its tail calls.
+#[map]
+static UNWIND_STATE: PerCpuArray<UnwindState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: the table unwinder (`pyro_unwind_user`), set by user space.
+#[map]
+static UNWIND_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// tgid → [`PyProcConfig`] of the CPython processes user space detected.
 #[map]
@@ -128,7 +165,7 @@ pub fn pyro_cpu_sample(ctx: PerfEventContext) -> u32 {
             // SAFETY: `rec` points at a reserved, writable entry of `PySampleRecord` size, whose
             // first field is the `SampleRecord`.
             unsafe {
-                fill(&ctx, core::ptr::addr_of_mut!((*rec).sample), pid_tgid);
+                fill(&ctx, core::ptr::addr_of_mut!((*rec).sample), pid_tgid, true);
                 walk_python(cfg, rec);
                 if (*rec).py_flags & (PY_FLAG_STATE_ERROR | PY_FLAG_FRAME_ERROR) != 0 {
                     count(Counter::PythonReadErrors);
@@ -140,23 +177,30 @@ pub fn pyro_cpu_sample(ctx: PerfEventContext) -> u32 {
             return 0;
         }
     }
+    if enabled(&PYRO_UNWIND_ENABLED)
+        && enabled(&PYRO_COLLECT_USER)
+        && UNWIND_PROCS.get_ptr(pid).is_some()
+    {
+        // Returns only when the table unwinder cannot run; the frame-pointer path follows.
+        start_table_unwind(&ctx, pid_tgid);
+    }
     let Some(mut entry) = EVENTS.reserve::<SampleRecord>(0) else {
         count(Counter::RingBufFull);
         return 0;
     };
     // SAFETY: `entry` is a reserved, writable ring buffer entry of `SampleRecord` size.
-    unsafe { fill(&ctx, entry.as_mut_ptr(), pid_tgid) };
+    unsafe { fill(&ctx, entry.as_mut_ptr(), pid_tgid, true) };
     entry.submit(u64::from(BPF_RB_NO_WAKEUP));
     count(Counter::Sent);
     0
 }
 
-/// Fills the native part of a sample.
+/// Fills the native part of a sample (the user stack by frame pointer only when `user_stack`).
 ///
 /// # Safety
-/// `rec` points at a writable `SampleRecord` inside a reserved ring buffer entry.
+/// `rec` points at a writable `SampleRecord` (in a reserved ring buffer entry or a map value).
 #[inline(always)]
-unsafe fn fill(ctx: &PerfEventContext, rec: *mut SampleRecord, pid_tgid: u64) {
+unsafe fn fill(ctx: &PerfEventContext, rec: *mut SampleRecord, pid_tgid: u64, user_stack: bool) {
     let mut flags = 0u32;
     // SAFETY: see the function's contract.
     unsafe {
@@ -167,7 +211,7 @@ unsafe fn fill(ctx: &PerfEventContext, rec: *mut SampleRecord, pid_tgid: u64) {
             (*rec).comm = [0; COMM_LEN];
         }
         (*rec).user_len = 0;
-        if enabled(&PYRO_COLLECT_USER) {
+        if user_stack && enabled(&PYRO_COLLECT_USER) {
             match stack(ctx, (*rec).user.as_mut_ptr(), u64::from(BPF_F_USER_STACK)) {
                 Some(n) => (*rec).user_len = n,
                 None => {
@@ -188,6 +232,234 @@ unsafe fn fill(ctx: &PerfEventContext, rec: *mut SampleRecord, pid_tgid: u64) {
         }
         (*rec).flags = flags;
     }
+}
+
+/// Byte offsets in x86_64 `struct pt_regs` (the perf_event context starts with one).
+const PT_REGS_RBP: usize = 4 * 8;
+const PT_REGS_IP: usize = 16 * 8;
+const PT_REGS_CS: usize = 17 * 8;
+const PT_REGS_SP: usize = 19 * 8;
+
+/// The user registers of the current task: the sampled ones when the sample hit user mode,
+/// else those saved at kernel entry (`bpf_task_pt_regs`); `None` for a kernel thread.
+#[inline(always)]
+fn user_regs(ctx: &PerfEventContext) -> Option<Regs> {
+    let at = |base: *const u8, off: usize| -> u64 {
+        // SAFETY: a read inside the perf_event context's `pt_regs` (the verifier checks it).
+        unsafe { core::ptr::read_volatile(base.add(off).cast::<u64>()) }
+    };
+    let c = ctx.as_ptr().cast::<u8>().cast_const();
+    if at(c, PT_REGS_CS) & 3 == 3 {
+        return Some(Regs {
+            pc: at(c, PT_REGS_IP),
+            sp: at(c, PT_REGS_SP),
+            bp: at(c, PT_REGS_RBP),
+        });
+    }
+    // SAFETY: the current task is valid while the program runs; the helper returns its
+    // `pt_regs`, read with checked kernel reads.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let read = |off: usize| -> Option<u64> {
+        // SAFETY: a checked kernel read.
+        unsafe { bpf_probe_read_kernel((regs + off as u64) as *const u64) }.ok()
+    };
+    if regs == 0 || read(PT_REGS_CS)? & 3 != 3 {
+        return None;
+    }
+    Some(Regs {
+        pc: read(PT_REGS_IP)?,
+        sp: read(PT_REGS_SP)?,
+        bp: read(PT_REGS_RBP)?,
+    })
+}
+
+/// Fills the per-CPU unwinder state with the sample's header, kernel stack and user registers
+/// and tail-calls the table unwinder. Returns only when it could not (no user registers, no
+/// state, the program array not set): the caller then takes the frame-pointer path.
+#[inline(always)]
+fn start_table_unwind(ctx: &PerfEventContext, pid_tgid: u64) {
+    let Some(regs) = user_regs(ctx) else {
+        return;
+    };
+    let Some(st) = UNWIND_STATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `st` is this CPU's state slot (perf_event programs do not nest on one CPU).
+    unsafe {
+        fill(ctx, core::ptr::addr_of_mut!((*st).record), pid_tgid, false);
+        (*st).record.user_len = 0;
+        (*st).pc = regs.pc;
+        (*st).sp = regs.sp;
+        (*st).bp = regs.bp;
+        (*st).pc_is_exact = 1;
+        (*st).tail_calls = 0;
+        UNWIND_PROGS.tail_call(ctx, 0);
+    }
+}
+
+/// The row array of every table, as [`search_page`] reads it.
+struct GlobalRows;
+
+impl RowArray for GlobalRows {
+    #[inline(always)]
+    fn row(&self, index: u32) -> Option<Row> {
+        UNWIND_ROWS.get(index).copied()
+    }
+
+    #[inline(always)]
+    fn opaque_lo(&self, v: u32) -> u32 {
+        opaque(0, v)
+    }
+
+    #[inline(always)]
+    fn opaque_hi(&self, v: u32) -> u32 {
+        opaque(1, v)
+    }
+}
+
+/// Per-CPU scratch for [`opaque`].
+#[map]
+static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+
+/// `v` through a per-CPU map slot: the verifier sees an unknown value, so loop states that
+/// differ only by it are pruned.
+#[inline(always)]
+fn opaque(slot: u32, v: u32) -> u32 {
+    match SCRATCH.get_ptr_mut(slot) {
+        // SAFETY: this CPU's slot; volatile so the round trip is kept.
+        Some(p) => unsafe {
+            core::ptr::write_volatile(p, v);
+            core::ptr::read_volatile(p)
+        },
+        None => v,
+    }
+}
+
+/// Rows of the current process's mappings: trie, page index, row search.
+struct Tables {
+    tgid: u32,
+}
+
+impl RowLookup for Tables {
+    #[inline(always)]
+    fn lookup(&self, pc: u64) -> Option<Row> {
+        let m = EXEC_MAPPINGS.get(Key::new(128, MappingKey::new(self.tgid, pc)))?;
+        if m.kind != MappingKind::Table as u32 {
+            return None;
+        }
+        let rel = pc.wrapping_sub(m.bias);
+        // SAFETY: the value is only read.
+        let page = unsafe {
+            UNWIND_PAGES.get(&PageKey {
+                file_id: m.file_id,
+                page: rel >> PAGE_BITS,
+            })
+        }?;
+        let index = search_page(&GlobalRows, page, (rel & PAGE_MASK) as u16)?;
+        GlobalRows.row(index)
+    }
+}
+
+/// User memory of the current process.
+struct UserMem;
+
+impl pyro_ebpf_common::unwind::Memory for UserMem {
+    #[inline(always)]
+    fn read_u64(&mut self, addr: u64) -> Option<u64> {
+        user::<u64>(addr)
+    }
+}
+
+/// Records the frame in `st` and steps to its caller; `true` when the walk is over.
+///
+/// # Safety
+/// `st` is this CPU's unwinder state.
+#[inline(always)]
+unsafe fn unwind_frame(st: *mut UnwindState, tgid: u32) -> bool {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let len = core::ptr::addr_of_mut!((*st).record.user_len);
+        let n = core::ptr::read_volatile(len) as usize;
+        let regs = Regs {
+            pc: core::ptr::read_volatile(core::ptr::addr_of!((*st).pc)),
+            sp: core::ptr::read_volatile(core::ptr::addr_of!((*st).sp)),
+            bp: core::ptr::read_volatile(core::ptr::addr_of!((*st).bp)),
+        };
+        let Some(slot) = (*st).record.user.get_mut(n) else {
+            count(Counter::TableTruncated);
+            return true;
+        };
+        *slot = regs.pc;
+        core::ptr::write_volatile(len, n as u32 + 1);
+        let exact = core::ptr::read_volatile(core::ptr::addr_of!((*st).pc_is_exact)) != 0;
+        let next =
+            match pyro_ebpf_common::unwind::step(&regs, exact, &Tables { tgid }, &mut UserMem) {
+                Step::NoInfo => {
+                    count(Counter::TableFpFrames);
+                    frame_pointer_step(&regs, &mut UserMem)
+                }
+                Step::Unsupported => {
+                    count(Counter::UnsupportedRows);
+                    frame_pointer_step(&regs, &mut UserMem)
+                }
+                other => other,
+            };
+        let Step::Caller(c) = next else {
+            return true;
+        };
+        // A caller's frame is above its callee's; anything else is a corrupt stack.
+        if c.regs.sp <= regs.sp && !c.pc_is_exact {
+            return true;
+        }
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*st).pc), c.regs.pc);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*st).sp), c.regs.sp);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*st).bp), c.regs.bp);
+        core::ptr::write_volatile(
+            core::ptr::addr_of_mut!((*st).pc_is_exact),
+            u32::from(c.pc_is_exact),
+        );
+        false
+    }
+}
+
+/// The table unwinder: walks [`FRAMES_PER_PROGRAM`] user frames of the sample in
+/// `UNWIND_STATE` (see `pyro_ebpf_common::unwind::step`; the frame pointer where no table
+/// covers a pc or a row is unsupported), then tail-calls itself, at most [`MAX_TAIL_CALLS`]
+/// times, or sends the sample.
+#[perf_event]
+pub fn pyro_unwind_user(ctx: PerfEventContext) -> u32 {
+    let Some(st) = UNWIND_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let mut done = false;
+    for _ in 0..FRAMES_PER_PROGRAM {
+        // SAFETY: `st` is this CPU's state slot.
+        if unsafe { unwind_frame(st, tgid) } {
+            done = true;
+            break;
+        }
+    }
+    if !done {
+        // SAFETY: as above.
+        unsafe {
+            let calls = core::ptr::read_volatile(core::ptr::addr_of!((*st).tail_calls));
+            if calls < MAX_TAIL_CALLS {
+                core::ptr::write_volatile(core::ptr::addr_of_mut!((*st).tail_calls), calls + 1);
+                UNWIND_PROGS.tail_call(&ctx, 0);
+            }
+        }
+        count(Counter::TableTruncated);
+    }
+    // SAFETY: as above; the record is copied into the ring buffer.
+    match EVENTS.output::<SampleRecord>(unsafe { &(*st).record }, u64::from(BPF_RB_NO_WAKEUP)) {
+        Ok(()) => {
+            count(Counter::Sent);
+            count(Counter::TableSamples);
+        }
+        Err(_) => count(Counter::RingBufFull),
+    }
+    0
 }
 
 /// Reads a `T` at `addr` in the current process.

@@ -109,11 +109,20 @@ pub enum Counter {
     PythonSamples = 6,
     /// Python samples whose walk failed or stopped at an unreadable frame.
     PythonReadErrors = 7,
+    /// Native samples whose user stack the table unwinder walked (processes with tables).
+    TableSamples = 8,
+    /// Of those, samples whose walk stopped at the frame limit (the stack is truncated).
+    TableTruncated = 9,
+    /// Frame steps that met an UNSUPPORTED row and fell back to the frame pointer.
+    UnsupportedRows = 10,
+    /// Frame steps taken by frame pointer inside the table unwinder (no table covers the pc:
+    /// JIT code, anonymous memory, an evicted table, an END row).
+    TableFpFrames = 11,
 }
 
 impl Counter {
     /// Number of counters (the size of the counter array).
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 12;
 
     /// All counters, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -125,6 +134,10 @@ impl Counter {
         Counter::KernelStackError,
         Counter::PythonSamples,
         Counter::PythonReadErrors,
+        Counter::TableSamples,
+        Counter::TableTruncated,
+        Counter::UnsupportedRows,
+        Counter::TableFpFrames,
     ];
 }
 

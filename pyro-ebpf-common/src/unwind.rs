@@ -72,6 +72,50 @@ pub const MAP_EXEC_MAPPINGS: &str = "EXEC_MAPPINGS";
 pub const MAP_UNWIND_PAGES: &str = "UNWIND_PAGES";
 /// Name of the map of per-file row arrays (file id → array of [`Row`]).
 pub const MAP_UNWIND_TABLES: &str = "UNWIND_TABLES";
+/// Name of the one global row array (`BPF_MAP_TYPE_ARRAY` of [`Row`], `BPF_F_MMAPABLE`, sized by
+/// the memory budget) that holds every loaded table; [`PageValue::first`] indexes it. User space
+/// places each table after one [`CfaType::End`] sentinel row, so the search's `first - 1` for a
+/// pc before a table's first row never reaches another file's rows.
+pub const MAP_UNWIND_ROWS: &str = "UNWIND_ROWS";
+/// Name of the map of processes whose mappings are in [`MAP_EXEC_MAPPINGS`] (tgid → 1): their
+/// samples are unwound by the table unwinder.
+pub const MAP_UNWIND_PROCS: &str = "UNWIND_PROCS";
+/// Name of the per-CPU [`UnwindState`] of the table unwinder.
+pub const MAP_UNWIND_STATE: &str = "UNWIND_STATE";
+/// Name of the program array the sampler tail-calls the table unwinder through (slot 0).
+pub const MAP_UNWIND_PROGS: &str = "UNWIND_PROGS";
+/// Name of the table unwinder program (a `perf_event` program reached by tail call).
+pub const UNWIND_PROGRAM_NAME: &str = "pyro_unwind_user";
+/// Name of the global that switches the table unwinder on (u32, set at load time).
+pub const GLOBAL_UNWIND_ENABLED: &str = "PYRO_UNWIND_ENABLED";
+/// Frames the table unwinder walks per program run; it tail-calls itself for more.
+pub const FRAMES_PER_PROGRAM: u32 = 6;
+/// Most tail calls of the table unwinder into itself (the kernel allows 33): with
+/// [`FRAMES_PER_PROGRAM`] that covers the record's `MAX_STACK_DEPTH` frames.
+pub const MAX_TAIL_CALLS: u32 = 24;
+/// Most processes with tables ([`MAP_UNWIND_PROCS`]).
+pub const UNWIND_PROCS_MAP_SIZE: u32 = 16_384;
+/// Entries of the LPM trie of executable mappings (prefixes; a mapping takes a few).
+pub const EXEC_MAPPINGS_MAP_SIZE: u32 = 262_144;
+
+/// Per-CPU state of the table unwinder, carried across its tail calls: the sample being built
+/// and the registers of the frame to step next.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct UnwindState {
+    /// The sample, as the frame-pointer path fills it; the unwinder appends user frames.
+    pub record: crate::SampleRecord,
+    /// pc of the next frame to record.
+    pub pc: u64,
+    /// Its stack pointer.
+    pub sp: u64,
+    /// Its frame pointer.
+    pub bp: u64,
+    /// 1 when `pc` is exact (the sampled pc, or after a signal frame), 0 for a return address.
+    pub pc_is_exact: u32,
+    /// Tail calls taken so far.
+    pub tail_calls: u32,
+}
 
 /// Byte offsets in the `struct ucontext` a signal handler returns through (x86_64 kernel
 /// `rt_sigframe`, after the handler's `ret` popped `pretcode`: `rsp` points at `uc`):
@@ -516,6 +560,20 @@ pub fn frame_pointer_step<M: Memory>(regs: &Regs, mem: &mut M) -> Step {
 pub trait RowArray {
     /// Row `index`, `None` past the end.
     fn row(&self, index: u32) -> Option<Row>;
+
+    /// `v` (the search's `lo`) unchanged, passed through memory the verifier cannot see into on the BPF side, so
+    /// that the search's loop states do not differ by exact bounds of `lo`/`hi` and are pruned
+    /// (without it the 16 steps explode past the verifier's limit). Identity on the host.
+    #[inline(always)]
+    fn opaque_lo(&self, v: u32) -> u32 {
+        v
+    }
+
+    /// As [`RowArray::opaque_lo`], for `hi`.
+    #[inline(always)]
+    fn opaque_hi(&self, v: u32) -> u32 {
+        v
+    }
 }
 
 impl RowArray for [Row] {
@@ -540,6 +598,8 @@ pub fn search_page<A: RowArray + ?Sized>(rows: &A, page: &PageValue, pc_low: u16
     // Invariant: rows [first, first+lo) are <= pc_low, rows [first+hi, first+count) are > it.
     let mut i = 0;
     while i < SEARCH_STEPS {
+        lo = rows.opaque_lo(lo);
+        hi = rows.opaque_hi(hi);
         if lo < hi {
             let mid = lo + (hi - lo) / 2;
             let row = rows.row(page.first.wrapping_add(mid))?;
@@ -567,6 +627,8 @@ mod pod {
     unsafe impl aya::Pod for super::MappingKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Mapping {}
+    // SAFETY: as above (`SampleRecord` is a multiple of 8 bytes; two u32 end it).
+    unsafe impl aya::Pod for super::UnwindState {}
 }
 
 const _: () = assert!(core::mem::size_of::<PageKey>() == 16);

@@ -2,11 +2,16 @@
 //! cpu-clock perf event on every online CPU, and reading its ring buffer, pid filter and
 //! counters.
 
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{PerfEvent, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use pyro_ebpf_common::python::PyProcConfig;
+use pyro_ebpf_common::unwind::{
+    GLOBAL_UNWIND_ENABLED, MAP_EXEC_MAPPINGS, MAP_UNWIND_PAGES, MAP_UNWIND_PROCS, MAP_UNWIND_PROGS,
+    MAP_UNWIND_ROWS, Mapping, MappingKey, PageKey, PageValue, Row, UNWIND_PROGRAM_NAME,
+};
 use pyro_ebpf_common::{
     Counter, GLOBAL_COLLECT_KERNEL, GLOBAL_COLLECT_USER, GLOBAL_PYTHON_ENABLED,
     GLOBAL_TASK_TP_OFFSET, MAP_COUNTERS, MAP_EVENTS, MAP_PIDS, MAP_PY_PROCS, PROGRAM_NAME,
@@ -112,6 +117,8 @@ pub(crate) struct SamplerOptions {
     pub(crate) collect_user: bool,
     pub(crate) collect_kernel: bool,
     pub(crate) python_enabled: bool,
+    /// Table unwinding: kernel memory for the tables in bytes, `None` when off.
+    pub(crate) unwind_bytes: Option<u64>,
 }
 
 /// Sums of the kernel side's per-CPU counters since load.
@@ -133,6 +140,14 @@ pub struct KernelCounters {
     pub python_samples: u64,
     /// Python samples whose walk failed or met an unreadable frame.
     pub python_read_errors: u64,
+    /// Native samples whose user stack the table unwinder walked.
+    pub table_samples: u64,
+    /// Of those, samples cut at the frame limit.
+    pub table_truncated: u64,
+    /// Frame steps that met an unsupported row (and took the frame pointer).
+    pub unsupported_rows: u64,
+    /// Frame steps of the table unwinder taken by frame pointer (no table for the pc).
+    pub table_fp_frames: u64,
 }
 
 /// The loaded and attached kernel side. Dropping it detaches the program from every CPU and
@@ -144,6 +159,7 @@ pub(crate) struct BpfSampler {
     /// Whether the Python walker runs (enabled, and the thread pointer offset is known).
     python: bool,
     counters: PerCpuArray<MapData, u64>,
+    unwind: Option<UnwindMaps>,
     cpus: Vec<u32>,
     // Owns the program and its perf-event links: dropping it detaches everything. Declared last
     // so the maps above are dropped first.
@@ -181,6 +197,7 @@ impl BpfSampler {
             0
         };
         let python = u32::from(options.python_enabled && tp_offset != 0);
+        let unwind = options.unwind_bytes.map(UnwindSizes::for_budget);
         let mut ebpf = EbpfLoader::new()
             // The program has no CO-RE relocations: skip parsing the kernel's BTF (megabytes).
             .btf(None)
@@ -201,6 +218,9 @@ impl BpfSampler {
                     },
                 ),
             )
+            .override_global(GLOBAL_UNWIND_ENABLED, &u32::from(unwind.is_some()), true)
+            .map_max_entries(MAP_UNWIND_ROWS, unwind.map_or(1, |u| u.rows))
+            .map_max_entries(MAP_UNWIND_PAGES, unwind.map_or(1, |u| u.pages))
             .load(OBJECT)
             .map_err(|e| {
                 // The cause's text (`failed to create map `COUNTERS``) names the step.
@@ -219,6 +239,18 @@ impl BpfSampler {
             permission(|| "loading the perf_event program".into(), &e)
                 .unwrap_or_else(|| BpfError::Program(Box::new(e)))
         })?;
+        let unwind_maps = match unwind {
+            Some(sizes) => Some(UnwindMaps::load(&mut ebpf, sizes)?),
+            None => None,
+        };
+        let program: &mut PerfEvent = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(BpfError::Missing {
+                what: "program",
+                name: PROGRAM_NAME,
+            })?
+            .try_into()
+            .map_err(|e| BpfError::Program(Box::new(e)))?;
         for &cpu in &cpus {
             program
                 .attach(
@@ -259,6 +291,7 @@ impl BpfSampler {
             py_procs,
             python: python != 0,
             counters,
+            unwind: unwind_maps,
             cpus,
             _ebpf: ebpf,
         })
@@ -342,6 +375,11 @@ impl BpfSampler {
         }
     }
 
+    /// The table unwinder's maps, when table unwinding is on.
+    pub(crate) fn unwind_maps(&mut self) -> Option<&mut UnwindMaps> {
+        self.unwind.as_mut()
+    }
+
     /// The counters, summed over CPUs.
     pub(crate) fn counters(&self) -> KernelCounters {
         let sum = |c: Counter| -> u64 {
@@ -359,7 +397,166 @@ impl BpfSampler {
             kernel_stack_errors: sum(Counter::KernelStackError),
             python_samples: sum(Counter::PythonSamples),
             python_read_errors: sum(Counter::PythonReadErrors),
+            table_samples: sum(Counter::TableSamples),
+            table_truncated: sum(Counter::TableTruncated),
+            unsupported_rows: sum(Counter::UnsupportedRows),
+            table_fp_frames: sum(Counter::TableFpFrames),
         }
+    }
+}
+
+/// Sizes of the table unwinder's maps for a memory budget.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnwindSizes {
+    /// Rows of the global row array.
+    pub(crate) rows: u32,
+    /// Entries of the page index.
+    pub(crate) pages: u32,
+}
+
+/// Kernel bytes one page-index entry costs (a preallocated hash element: header, 16-byte key,
+/// 8-byte value, rounded), as `bpftool map show` reports it.
+pub(crate) const PAGE_ENTRY_BYTES: u64 = 72;
+
+impl UnwindSizes {
+    /// One page entry per KiB of budget (a 64 KiB page of code averages ≈ 10 KiB of rows), the
+    /// rest for rows.
+    pub(crate) fn for_budget(bytes: u64) -> Self {
+        let pages = (bytes / 1024).clamp(1024, 1 << 20);
+        let rows = bytes.saturating_sub(pages * PAGE_ENTRY_BYTES) / size_of::<Row>() as u64;
+        Self {
+            rows: rows.clamp(1024, u64::from(u32::MAX / 2)) as u32,
+            pages: pages as u32,
+        }
+    }
+}
+
+/// The table unwinder's maps, held by user space: processes, mappings, pages, and the row
+/// array mapped into this process.
+pub(crate) struct UnwindMaps {
+    pub(crate) procs: BpfHashMap<MapData, u32, u32>,
+    pub(crate) mappings: LpmTrie<MapData, MappingKey, Mapping>,
+    pub(crate) pages: BpfHashMap<MapData, PageKey, PageValue>,
+    pub(crate) sizes: UnwindSizes,
+    rows: RowsMmap,
+    _rows_map: MapData,
+}
+
+/// The `BPF_F_MMAPABLE` row array, mapped shared into this process.
+struct RowsMmap {
+    ptr: *mut Row,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this struct and only written through `&mut self`.
+unsafe impl Send for RowsMmap {}
+
+impl Drop for RowsMmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are the mapping made in `UnwindMaps::load`.
+        unsafe { libc::munmap(self.ptr.cast(), self.len * size_of::<Row>()) };
+    }
+}
+
+impl UnwindMaps {
+    fn load(ebpf: &mut Ebpf, sizes: UnwindSizes) -> Result<Self, BpfError> {
+        let unwinder: &mut PerfEvent = ebpf
+            .program_mut(UNWIND_PROGRAM_NAME)
+            .ok_or(BpfError::Missing {
+                what: "program",
+                name: UNWIND_PROGRAM_NAME,
+            })?
+            .try_into()
+            .map_err(|e| BpfError::Program(Box::new(e)))?;
+        unwinder.load().map_err(|e| {
+            permission(|| "loading the table unwinder".into(), &e)
+                .unwrap_or_else(|| BpfError::Program(Box::new(e)))
+        })?;
+        let fd = unwinder
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(Into::into))
+            .map_err(|e| BpfError::Program(Box::new(e)))?;
+        let mut progs: ProgramArray<&mut MapData> =
+            ProgramArray::try_from(ebpf.map_mut(MAP_UNWIND_PROGS).ok_or(BpfError::Missing {
+                what: "map",
+                name: MAP_UNWIND_PROGS,
+            })?)
+            .map_err(map_err(MAP_UNWIND_PROGS))?;
+        progs.set(0, &fd, 0).map_err(map_err(MAP_UNWIND_PROGS))?;
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or(BpfError::Missing { what: "map", name })
+        };
+        let procs =
+            BpfHashMap::try_from(take(MAP_UNWIND_PROCS)?).map_err(map_err(MAP_UNWIND_PROCS))?;
+        let mappings =
+            LpmTrie::try_from(take(MAP_EXEC_MAPPINGS)?).map_err(map_err(MAP_EXEC_MAPPINGS))?;
+        let pages =
+            BpfHashMap::try_from(take(MAP_UNWIND_PAGES)?).map_err(map_err(MAP_UNWIND_PAGES))?;
+        let rows_map = match take(MAP_UNWIND_ROWS)? {
+            aya::maps::Map::Array(m) => m,
+            _ => {
+                return Err(BpfError::Missing {
+                    what: "array map",
+                    name: MAP_UNWIND_ROWS,
+                });
+            }
+        };
+        let len = sizes.rows as usize;
+        use std::os::fd::{AsFd, AsRawFd};
+        // SAFETY: mapping the whole array (created BPF_F_MMAPABLE with `len` 8-byte values)
+        // shared, read-write; the kernel checks the size and flags.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len * size_of::<Row>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                rows_map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(BpfError::Map {
+                name: MAP_UNWIND_ROWS,
+                source: Box::new(MapError::SyscallError(aya::sys::SyscallError {
+                    call: "mmap",
+                    io_error: std::io::Error::last_os_error(),
+                })),
+            });
+        }
+        Ok(Self {
+            procs,
+            mappings,
+            pages,
+            sizes,
+            rows: RowsMmap {
+                ptr: ptr.cast(),
+                len,
+            },
+            _rows_map: rows_map,
+        })
+    }
+
+    /// Writes `rows` at index `at` of the row array; false when they do not fit.
+    pub(crate) fn write_rows(&mut self, at: u32, rows: &[Row]) -> bool {
+        let at = at as usize;
+        if at
+            .checked_add(rows.len())
+            .is_none_or(|end| end > self.rows.len)
+        {
+            return false;
+        }
+        // SAFETY: bounds checked above; the mapping is ours and `Row` is plain data.
+        unsafe {
+            std::ptr::copy_nonoverlapping(rows.as_ptr(), self.rows.ptr.add(at), rows.len());
+        }
+        true
+    }
+
+    /// Key of the trie for `addr` in `tgid` with `prefix_len` bits.
+    pub(crate) fn mapping_key(tgid: u32, addr: u64, prefix_len: u32) -> LpmKey<MappingKey> {
+        LpmKey::new(prefix_len, MappingKey::new(tgid, addr))
     }
 }
 

@@ -60,6 +60,16 @@ pub struct EbpfConfig {
     /// pyro-only: bytes of DWARF kept loaded for all processes together (268435456 = 256 MiB;
     /// least recently used files are dropped first).
     pub debug_info_memory_limit: u64,
+    /// pyro-only: unwind native user stacks from `.eh_frame` tables in the kernel
+    /// (`unwind_tables_enabled`, true), so code without frame pointers (libc, `-O2` C/C++, Rust
+    /// release builds, frameless leaves) keeps its callers; mappings without a table (JIT,
+    /// anonymous memory) still use the frame pointer. Off: the kernel's frame-pointer walk only.
+    pub unwind_tables_enabled: bool,
+    /// pyro-only: kernel memory for unwind tables, in MiB (`unwind_tables_memory_mib`, 32),
+    /// allocated when the profiler starts (one row array and the page index); tables of the
+    /// least recently seen files are evicted beyond it, their processes falling back to frame
+    /// pointers. 1 to 1024.
+    pub unwind_tables_memory_mib: u32,
 }
 
 impl Default for EbpfConfig {
@@ -77,6 +87,8 @@ impl Default for EbpfConfig {
             demangle: Demangle::None,
             debug_info: true,
             debug_info_memory_limit: 256 << 20,
+            unwind_tables_enabled: true,
+            unwind_tables_memory_mib: 32,
         }
     }
 }
@@ -112,6 +124,12 @@ pub enum ConfigError {
         /// Why, and what to do instead.
         reason: &'static str,
     },
+    /// `unwind_tables_memory_mib` is 0 or above 1024.
+    #[error("unwind_tables_memory_mib must be between 1 and 1024, got {value}")]
+    UnwindMemory {
+        /// The value given.
+        value: u32,
+    },
     /// Neither user nor kernel stacks are collected: every profile would be empty.
     #[error("collect_user_profile and collect_kernel_profile are both false")]
     NothingToCollect,
@@ -137,6 +155,11 @@ impl EbpfConfig {
             if size == 0 {
                 return Err(ConfigError::CacheSize { name });
             }
+        }
+        if self.unwind_tables_memory_mib == 0 || self.unwind_tables_memory_mib > 1024 {
+            return Err(ConfigError::UnwindMemory {
+                value: self.unwind_tables_memory_mib,
+            });
         }
         if !self.collect_user_profile && !self.collect_kernel_profile {
             return Err(ConfigError::NothingToCollect);

@@ -45,6 +45,19 @@ pub struct EbpfMetrics {
     pub(crate) python_unsupported: Counter,
     pub(crate) python_detect_errors: Counter,
     pub(crate) python_frame_errors: Counter,
+    pub(crate) unwind_table_bytes: Gauge,
+    pub(crate) unwind_tables_loaded: Counter,
+    pub(crate) unwind_tables_evicted: Counter,
+    pub(crate) unwind_table_errors: Counter,
+    pub(crate) unwind_unsupported_rows: Counter,
+    pub(crate) unwind_samples: Family<MethodLabel, Counter>,
+    pub(crate) unwind_truncated: Counter,
+}
+
+/// Label of the unwound-samples counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MethodLabel {
+    pub(crate) method: &'static str,
 }
 
 pub(crate) use EbpfMetrics as Metrics;
@@ -60,7 +73,13 @@ impl EbpfMetrics {
     /// and for Python `pyroscope_ebpf_python_processes_total` (processes whose Python frames
     /// are read), `pyroscope_ebpf_python_unsupported_total` (CPython of another version),
     /// `pyroscope_ebpf_python_detect_errors_total` and `pyroscope_ebpf_python_frame_errors_total`
-    /// (walks that failed in the kernel plus code objects whose names could not be read).
+    /// (walks that failed in the kernel plus code objects whose names could not be read); for
+    /// table unwinding (pyro-only) `pyroscope_ebpf_unwind_table_bytes` (kernel bytes held by
+    /// tables), `pyroscope_ebpf_unwind_tables_loaded_total`,
+    /// `pyroscope_ebpf_unwind_tables_evicted_total`, `pyroscope_ebpf_unwind_table_errors_total`,
+    /// `pyroscope_ebpf_unwind_unsupported_rows_total` (rows of loaded tables the kernel cannot
+    /// follow), `pyroscope_ebpf_unwind_samples_total{method="table"|"frame_pointer"}` and
+    /// `pyroscope_ebpf_unwind_truncated_total`.
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         registry.register(
@@ -133,6 +152,41 @@ impl EbpfMetrics {
             "Python samples whose walk failed in the kernel, plus code objects whose names could not be read",
             m.python_frame_errors.clone(),
         );
+        registry.register(
+            "pyroscope_ebpf_unwind_table_bytes",
+            "Kernel bytes held by the unwind tables loaded",
+            m.unwind_table_bytes.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_unwind_tables_loaded",
+            "Unwind tables loaded into the kernel",
+            m.unwind_tables_loaded.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_unwind_tables_evicted",
+            "Unwind tables evicted under the memory budget",
+            m.unwind_tables_evicted.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_unwind_table_errors",
+            "Mappings whose unwind table could not be built or loaded (frame pointers used)",
+            m.unwind_table_errors.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_unwind_unsupported_rows",
+            "Rows of loaded unwind tables the kernel cannot follow (frame pointer used there)",
+            m.unwind_unsupported_rows.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_unwind_samples",
+            "Samples by how their user stack was unwound",
+            m.unwind_samples.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_unwind_truncated",
+            "Table-unwound samples cut at the frame limit",
+            m.unwind_truncated.clone(),
+        );
         m
     }
 
@@ -152,5 +206,16 @@ impl EbpfMetrics {
             .inc_by(d(previous.kernel_stack_errors, now.kernel_stack_errors));
         self.python_frame_errors
             .inc_by(d(previous.python_read_errors, now.python_read_errors));
+        let table = d(previous.table_samples, now.table_samples);
+        self.unwind_samples
+            .get_or_create(&MethodLabel { method: "table" })
+            .inc_by(table);
+        self.unwind_samples
+            .get_or_create(&MethodLabel {
+                method: "frame_pointer",
+            })
+            .inc_by(d(previous.sent, now.sent).saturating_sub(table));
+        self.unwind_truncated
+            .inc_by(d(previous.table_truncated, now.table_truncated));
     }
 }

@@ -95,6 +95,33 @@ pub fn build_id(data: &[u8]) -> Option<&[u8]> {
     file.build_id().ok().flatten().filter(|id| !id.is_empty())
 }
 
+/// Load bias of an executable mapping of an ELF file (`data`) at runtime address `start` of
+/// file offset `offset`: runtime address - ELF virtual address, from the executable `PT_LOAD`
+/// segment that holds the offset (a read-only segment may share the mapping's first page, as
+/// in binaries linked without `-z separate-code`), else any that holds it; `None` when the
+/// file is not a 64-bit little-endian ELF or no segment holds it.
+pub fn load_bias(data: &[u8], start: u64, offset: u64) -> Option<u64> {
+    use object::read::elf::ProgramHeader;
+    let elf = object::read::elf::ElfFile64::<object::LittleEndian>::parse(data).ok()?;
+    let e = elf.endian();
+    let holds = |p: &&object::elf::ProgramHeader64<object::LittleEndian>| {
+        p.p_type(e) == object::elf::PT_LOAD
+            && offset >= p.p_offset(e) & !0xfff
+            && offset < p.p_offset(e).saturating_add(p.p_filesz(e))
+    };
+    let headers = elf.elf_program_headers();
+    let ph = headers
+        .iter()
+        .filter(holds)
+        .find(|p| p.p_flags(e) & object::elf::PF_X != 0)
+        .or_else(|| headers.iter().find(holds))?;
+    Some(
+        start
+            .wrapping_sub(offset)
+            .wrapping_sub(ph.p_vaddr(e).wrapping_sub(ph.p_offset(e))),
+    )
+}
+
 fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {

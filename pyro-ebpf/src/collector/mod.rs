@@ -16,6 +16,7 @@ use crate::profiles::{Aggregator, StackFrame};
 use crate::targets::{ProcReader, ResolvedTarget, TargetIndex};
 
 mod python;
+mod tables;
 
 use python::{PyState, symbolize_python};
 
@@ -91,6 +92,8 @@ pub struct Collector {
     /// Names of the raw stacks seen this interval: a busy process repeats the same few stacks,
     /// symbolized once per interval instead of once per poll. Cleared at each collection.
     names: HashMap<RawStack, Box<[StackFrame]>>,
+    /// Unwind tables of the profiled processes (`unwind_tables_enabled`).
+    tables: Option<tables::Tables>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -132,6 +135,8 @@ impl Collector {
             collect_user: config.collect_user_profile,
             collect_kernel: config.collect_kernel_profile,
             python_enabled: config.python_enabled,
+            unwind_bytes: (config.unwind_tables_enabled && config.collect_user_profile)
+                .then_some(u64::from(config.unwind_tables_memory_mib) << 20),
         })
         .inspect_err(|error| {
             metrics.sessions_failing.inc();
@@ -147,7 +152,16 @@ impl Collector {
             debug_info_memory_limit: config.debug_info_memory_limit,
             ..SymbolizerConfig::default()
         });
+        let mut sampler = sampler;
+        let tables = sampler.unwind_maps().map(|maps| {
+            tables::Tables::new(
+                maps,
+                u64::from(config.unwind_tables_memory_mib) << 20,
+                symbolizer.config().proc_root.clone(),
+            )
+        });
         let mut collector = Self {
+            tables,
             sampler,
             procs: ProcReader::new(
                 symbolizer.config().proc_root.clone(),
@@ -210,6 +224,7 @@ impl Collector {
             if !self.classify(&r) {
                 continue;
             }
+            self.tables_seen(r.pid);
             stats.profiled += 1;
             let python: Box<[(u64, u64)]> = match self.known.get_mut(&r.pid) {
                 Some(KnownPid {
@@ -350,6 +365,27 @@ impl Collector {
         profiled
     }
 
+    /// Loads (or refreshes) the unwind tables of a profiled native process.
+    fn tables_seen(&mut self, pid: u32) {
+        let Some(tables) = self.tables.as_mut() else {
+            return;
+        };
+        if matches!(
+            self.known.get(&pid),
+            Some(KnownPid {
+                python: PyState::Ready(_) | PyState::Pending { .. },
+                ..
+            })
+        ) && !tables.has(pid)
+        {
+            // The kernel walks Python processes' frames instead.
+            return;
+        }
+        if let Some(maps) = self.sampler.unwind_maps() {
+            tables.seen(maps, pid, &self.metrics);
+        }
+    }
+
     /// Forgets processes that exited (or whose pid was reused) in the user-space caches, the
     /// symbolizer and the kernel's pid filter.
     fn sweep(&mut self) {
@@ -368,6 +404,17 @@ impl Collector {
             self.symbolizer.process_exited(pid);
             self.sampler.forget_pid(pid);
             self.sampler.forget_python(pid);
+            if let (Some(tables), Some(maps)) = (self.tables.as_mut(), self.sampler.unwind_maps()) {
+                tables.forget(maps, pid);
+            }
+        }
+        // Tables of processes no longer tracked (targets changed).
+        if let (Some(tables), Some(maps)) = (self.tables.as_mut(), self.sampler.unwind_maps()) {
+            for pid in tables.pids() {
+                if !self.known.contains_key(&pid) {
+                    tables.forget(maps, pid);
+                }
+            }
         }
         // Entries the kernel map holds for processes user space no longer tracks (classified
         // before a restart of the map's owner, or evicted above while a sample was in flight).
