@@ -76,8 +76,10 @@ pub const UNKNOWN: &str = "[unknown]";
 /// (`/tmp/perf-<pid>.map`, written by JIT runtimes such as `node --perf-basic-prof`).
 pub const JIT_MODULE: &str = "[jit]";
 
-/// Symbolizer settings, named and defaulted like Alloy's `pyroscope.ebpf` arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Symbolizer settings, named and defaulted like Alloy's `pyroscope.ebpf` arguments; plain serde
+/// data (unknown fields are refused by name).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SymbolizerConfig {
     /// Processes whose symbol state is kept (`pid_cache_size`, 32).
     pub pid_cache_size: usize,

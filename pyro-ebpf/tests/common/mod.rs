@@ -176,28 +176,8 @@ pub(crate) fn collector(config: EbpfConfig, targets: Vec<Target>) -> pyro_ebpf::
     c
 }
 
-/// A receiver that keeps every profile it gets.
-#[derive(Debug, Default)]
-pub(crate) struct Recorder {
-    pub(crate) profiles: Mutex<Vec<Profile>>,
-}
-
-#[pyro_core::async_trait]
-impl pyro_core::Receiver for Recorder {
-    async fn append(&self, profile: Profile) -> Result<(), pyro_core::AppendError> {
-        self.profiles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(profile);
-        Ok(())
-    }
-}
-
-impl Recorder {
-    pub(crate) fn take(&self) -> Vec<Profile> {
-        std::mem::take(&mut *self.profiles.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
+pub(crate) use pyro_testkit::Recorder;
 
 /// A C program that waits for a line on stdin, then burns CPU in `spin_<name>` (called from
 /// `main` through `work_<name>`) for `seconds` (first argument; negative = forever).
