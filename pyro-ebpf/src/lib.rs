@@ -11,10 +11,14 @@
 //!
 //! How it works:
 //! - **Kernel side** (`bpf-programs/`, embedded as `bpf/pyro.bpf.o`): a `perf_event` program on
-//!   the software cpu-clock of every online CPU at `sample_rate` Hz. Each sample's user and
-//!   kernel stacks (frame-pointer walks by the kernel, up to 127 frames each) are written with
-//!   `bpf_get_stack` straight into a ring buffer record, so no stack is lost to stack-map hash
-//!   collisions; a full ring buffer and stack-read errors are counted per CPU
+//!   the software cpu-clock of every online CPU at `sample_rate` Hz. Each sample's kernel stack
+//!   (`bpf_get_stack`) and user stack (up to 127 frames) go straight into a ring buffer record,
+//!   so no stack is lost to stack-map hash collisions. With `unwind_tables_enabled` (default)
+//!   the user stack is unwound in the kernel from `.eh_frame`/`.debug_frame` tables the
+//!   collector builds per file ([`pyro_unwind`]), so code without frame pointers (libc, `-O2`
+//!   C/C++, Rust release builds, frameless leaves) keeps its callers; mappings without a table
+//!   (JIT, anonymous memory) and unsupported rows use the frame pointer. A full ring buffer and
+//!   stack-read errors are counted per CPU
 //!   (`pyroscope_ebpf_lost_samples_total`, `pyroscope_ebpf_stack_errors_total`).
 //! - **Filtering**: a process is matched to a target on its first sample (by
 //!   `__process_pid__`, else by the container id in `/proc/PID/cgroup`); processes matching no
@@ -41,9 +45,11 @@
 //!
 //! Running it needs root (or `CAP_BPF`, `CAP_PERFMON`, `CAP_SYS_PTRACE`,
 //! `CAP_CHECKPOINT_RESTORE`), the host's pid namespace (pids from the kernel are looked up in
-//! `/proc`) and a kernel with BPF ring buffers (5.8+). User stacks are walked through frame
-//! pointers, as in Alloy's legacy engine: code built without them shows short stacks (a
-//! frame-pointer-less function such as most of libc hides its caller).
+//! `/proc`) and a kernel with BPF ring buffers (5.8+). With `unwind_tables_enabled: false` user
+//! stacks are walked through frame pointers only, as in Alloy's legacy engine: code built
+//! without them then shows short stacks (a frame-pointer-less function such as most of libc
+//! hides its caller). Go binaries are unwound through frame pointers (their frameless leaves'
+//! callers need `.gopclntab`, not read yet).
 //!
 //! ```no_run
 //! use std::sync::Arc;
