@@ -208,8 +208,12 @@ fn check(bin: &Path, dir: &Path, leaves: &[&str]) {
     let perf_data = dir.join("perf.data");
     let mut workload = Workload::spawn(bin, &[SECONDS]);
     let pid = workload.pid();
+    // The unwinder is compared with perf's DWARF unwinding, which names each physical frame
+    // from the symbol table and shows no inlined functions: symbolize the same way (DWARF
+    // names and inline frames are checked against binutils' addr2line in pyro-symbolize).
     let config = EbpfConfig {
         sample_rate: RATE,
+        debug_info: false,
         ..EbpfConfig::default()
     };
     let mut collector = collector(config, vec![pid_target(pid, "unwind-truth")]);
