@@ -106,10 +106,17 @@ pub fn exec_maps(root: impl AsRef<Path>, pid: u32) -> io::Result<Vec<ExecMap>> {
     parse_exec_maps(&bytes)
 }
 
-/// [`exec_maps`] of a `/proc/PID/maps` text already read.
+/// [`exec_maps`] of a `/proc/PID/maps` text already read. A line that does not parse is
+/// skipped (and does not cost its neighbours), so a `maps` file from a fake or damaged procfs
+/// gives what can be read of it.
 pub fn parse_exec_maps(text: &[u8]) -> io::Result<Vec<ExecMap>> {
-    let maps = MemoryMaps::from_buf_read(text)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut maps = Vec::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        // procfs parses whole files; one line at a time keeps a bad line from hiding the rest.
+        if let Ok(parsed) = MemoryMaps::from_buf_read(line) {
+            maps.extend(parsed);
+        }
+    }
     let mut out: Vec<ExecMap> = maps
         .into_iter()
         .filter(|m| m.perms.contains(MMPermissions::EXECUTE) && m.address.1 > m.address.0)
@@ -166,6 +173,7 @@ mod tests {
 55d0c0a2e000-55d0c0b00000 r-xp 0002e000 fd:01 1234 /usr/bin/app (deleted)
 7f0000000000-7f0000001000 r-xp 00000000 00:00 0 
 7ffd1a5f0000-7ffd1a5f2000 r-xp 00000000 00:00 0                          [vdso]
+garbage line
 7f1000000000-7f1000100000 r-xp 00001000 08:02 99 /lib/x86_64-linux-gnu/libc.so.6
 ";
         let maps = parse_exec_maps(text).unwrap();

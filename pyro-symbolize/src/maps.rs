@@ -33,8 +33,8 @@ impl MapEntry {
 }
 
 /// Executable mappings of a `/proc/PID/maps` text, sorted by start address, read by the one
-/// `/proc` reader of pyro ([`pyro_core::proc::parse_exec_maps`]). A text that does not parse
-/// (the kernel never writes one) gives no mappings.
+/// `/proc` reader of pyro ([`pyro_core::proc::parse_exec_maps`]); lines that do not parse are
+/// skipped.
 pub(crate) fn parse_maps(text: &str) -> Vec<MapEntry> {
     let maps = match pyro_core::proc::parse_exec_maps(text.as_bytes()) {
         Ok(maps) => maps,
@@ -72,6 +72,7 @@ mod tests {
 7f0000000000-7f0000001000 r-xp 00000000 00:00 0 
 7f0000100000-7f0000101000 r-xp 00001000 08:12 99     /tmp/my lib.so (deleted)
 7ffd1c3f0000-7ffd1c3f2000 r-xp 00000000 00:00 0      [vdso]
+garbage line
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
 ";
         let maps = parse_maps(text);
