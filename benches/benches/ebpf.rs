@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use pyro_core::{AppendError, DynReceiver, Labels, Profile, Receiver, Target};
 use pyro_ebpf::{Collector, EbpfConfig};
+use pyro_testkit::measure::self_cpu;
 
 const WORKER_ENV: &str = "PYRO_EBPF_BENCH_WORKER";
 const PHASE_ENV: &str = "PYRO_EBPF_BENCH_PHASE";
@@ -160,16 +161,6 @@ impl Receiver for Discard {
         self.bytes.fetch_add(p.raw.len() as u64, Ordering::Relaxed);
         Ok(())
     }
-}
-
-/// CPU time (user + system) of this process.
-fn self_cpu() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer, RUSAGE_SELF.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// CPU time (user + system) of another process, from `/proc/PID/stat`.

@@ -18,44 +18,9 @@ use std::time::{Duration, Instant};
 
 use pyro_core::{Labels, Target};
 use pyro_ebpf::{Collector, EbpfConfig};
+use pyro_testkit::measure::{bpf_run_time, self_cpu as cpu_self};
 
 const WORKLOAD: &str = include_str!("../tests/unwind_workload.c");
-
-fn cpu_self() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
-/// Sum of `run_time_ns` and `run_cnt` over the BPF programs this process holds.
-fn bpf_run_time() -> (u64, u64) {
-    let mut ns = 0;
-    let mut cnt = 0;
-    for e in std::fs::read_dir("/proc/self/fdinfo")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let Ok(text) = std::fs::read_to_string(e.path()) else {
-            continue;
-        };
-        if !text.contains("prog_type") {
-            continue;
-        }
-        for line in text.lines() {
-            if let Some(v) = line.strip_prefix("run_time_ns:") {
-                ns += v.trim().parse::<u64>().unwrap_or(0);
-            }
-            if let Some(v) = line.strip_prefix("run_cnt:") {
-                cnt += v.trim().parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    (ns, cnt)
-}
 
 /// `verified_insns` of every BPF program this process holds, by program name.
 fn verified_insns() -> Vec<(String, u64)> {

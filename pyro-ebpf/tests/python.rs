@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use pyro_core::pprof::FoldedStack;
 use pyro_ebpf::{Collector, EbpfConfig, EbpfMetrics};
+use pyro_testkit::measure::bpf_run_time;
 
 /// The three functions, their legacy frame names and their shares by construction.
 const FUNCTIONS: [(&str, &str, f64); 3] = [
@@ -583,31 +584,6 @@ fn python_threads_have_their_own_stacks() {
             "{label}: hasher {hs:.3}, spinner {ss:.3} of the samples: {ours:#?}"
         );
     }
-}
-
-/// `run_time_ns` and `run_cnt` summed over the BPF programs this process holds
-/// (`/proc/self/fdinfo`, with `kernel.bpf_stats_enabled` on).
-fn bpf_run_time() -> (u64, u64) {
-    let (mut ns, mut cnt) = (0, 0);
-    for e in std::fs::read_dir("/proc/self/fdinfo")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        for line in text.lines() {
-            let field = |name: &str| -> Option<u64> {
-                line.strip_prefix(name).and_then(|v| v.trim().parse().ok())
-            };
-            if let Some(v) = field("run_time_ns:") {
-                ns += v;
-            }
-            if let Some(v) = field("run_cnt:") {
-                cnt += v;
-            }
-        }
-    }
-    (ns, cnt)
 }
 
 /// The in-kernel cost of the Python walker per version (`BENCHMARKS.md`, "Python walker in the

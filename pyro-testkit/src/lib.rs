@@ -15,6 +15,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod measure;
 pub mod recorder;
 pub mod sdk;
 

@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 /// Collects every profile it is handed; optionally fails or waits first.
 #[derive(Debug, Default)]
 pub struct Collect {
-    pub profiles: Mutex<Vec<Profile>>,
-    pub notify: Notify,
+    /// What was accepted.
+    pub recorded: pyro_testkit::Recorder,
     /// When set, `append` fails with this.
     pub fail: Mutex<Option<fn() -> AppendError>>,
     /// When set, `append` waits for a permit here first.
@@ -42,15 +42,13 @@ impl Receiver for Collect {
         if let Some(f) = *self.fail.lock().unwrap() {
             return Err(f());
         }
-        self.profiles.lock().unwrap().push(profile);
-        self.notify.notify_waiters();
-        Ok(())
+        self.recorded.append(profile).await
     }
 }
 
 impl Collect {
     pub fn profiles(&self) -> Vec<Profile> {
-        self.profiles.lock().unwrap().clone()
+        self.recorded.profiles()
     }
 
     /// Waits until a profile satisfying `pred` has arrived, or `timeout` passed.
@@ -59,16 +57,7 @@ impl Collect {
         timeout: Duration,
         pred: impl Fn(&Profile) -> bool,
     ) -> Option<Profile> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.notify.notified();
-            if let Some(p) = self.profiles().into_iter().find(|p| pred(p)) {
-                return Some(p);
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
-            }
-        }
+        self.recorded.wait_for(timeout, pred).await
     }
 }
 
