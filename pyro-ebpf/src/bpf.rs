@@ -227,18 +227,7 @@ impl BpfSampler {
                 permission(|| e.to_string(), &e).unwrap_or_else(|| BpfError::Load(Box::new(e)))
             })?;
 
-        let program: &mut PerfEvent = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(BpfError::Missing {
-                what: "program",
-                name: PROGRAM_NAME,
-            })?
-            .try_into()
-            .map_err(|e| BpfError::Program(Box::new(e)))?;
-        program.load().map_err(|e| {
-            permission(|| "loading the perf_event program".into(), &e)
-                .unwrap_or_else(|| BpfError::Program(Box::new(e)))
-        })?;
+        load_perf_event(&mut ebpf, PROGRAM_NAME, "loading the perf_event program")?;
         let unwind_maps = match unwind {
             Some(sizes) => Some(UnwindMaps::load(&mut ebpf, sizes)?),
             None => None,
@@ -458,20 +447,30 @@ impl Drop for RowsMmap {
     }
 }
 
+/// Loads (verifies) the `perf_event` program `name` of `ebpf`; `step` names it in a privilege
+/// error.
+fn load_perf_event<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    step: &'static str,
+) -> Result<&'a mut PerfEvent, BpfError> {
+    let program: &mut PerfEvent = ebpf
+        .program_mut(name)
+        .ok_or(BpfError::Missing {
+            what: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|e| BpfError::Program(Box::new(e)))?;
+    program.load().map_err(|e| {
+        permission(|| step.into(), &e).unwrap_or_else(|| BpfError::Program(Box::new(e)))
+    })?;
+    Ok(program)
+}
+
 impl UnwindMaps {
     fn load(ebpf: &mut Ebpf, sizes: UnwindSizes) -> Result<Self, BpfError> {
-        let unwinder: &mut PerfEvent = ebpf
-            .program_mut(UNWIND_PROGRAM_NAME)
-            .ok_or(BpfError::Missing {
-                what: "program",
-                name: UNWIND_PROGRAM_NAME,
-            })?
-            .try_into()
-            .map_err(|e| BpfError::Program(Box::new(e)))?;
-        unwinder.load().map_err(|e| {
-            permission(|| "loading the table unwinder".into(), &e)
-                .unwrap_or_else(|| BpfError::Program(Box::new(e)))
-        })?;
+        let unwinder = load_perf_event(ebpf, UNWIND_PROGRAM_NAME, "loading the table unwinder")?;
         let fd = unwinder
             .fd()
             .and_then(|fd| fd.try_clone().map_err(Into::into))
