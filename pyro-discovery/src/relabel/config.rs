@@ -113,7 +113,10 @@ pub enum NameValidation {
     #[default]
     Legacy,
     /// Any non-empty name (`service.name` included), as `discovery.relabel` accepts since
-    /// Alloy 1.11.
+    /// Alloy 1.11. Templates (a `replace` target holding `$`, a `labelmap` replacement) must
+    /// still match the legacy template pattern, as in Alloy ([`NameRule::LegacyTemplate`]).
+    ///
+    /// [`NameRule::LegacyTemplate`]: super::NameRule::LegacyTemplate
     Utf8,
 }
 

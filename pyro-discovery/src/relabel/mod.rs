@@ -37,7 +37,12 @@
 //! Label-name checks (for `target_label`, and for the names `replace` produces) follow a
 //! [`NameValidation`] setting: [`NameValidation::Legacy`] (`[a-zA-Z_][a-zA-Z0-9_]*`, what
 //! `pyroscope.relabel` and Alloy ≤ 1.10 enforce; the default) or [`NameValidation::Utf8`] (any
-//! non-empty name, what `discovery.relabel` accepts since Alloy 1.11).
+//! non-empty name, what `discovery.relabel` accepts since Alloy 1.11). Templates are checked
+//! more strictly, as Alloy checks them: a `target_label` holding `$` and every `labelmap`
+//! `replacement` must match the legacy template pattern
+//! `^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$` under either setting, so `-${1}` or
+//! `meta.$1` are refused with [`NameRule::LegacyTemplate`] even with UTF-8 names, while a
+//! literal target `service.name` is accepted with them.
 //!
 //! ```
 //! use pyro_core::Labels;
@@ -76,7 +81,7 @@ mod template;
 pub use case::{go_to_lower, go_to_upper};
 pub use config::*;
 pub use discoverer::{RelabelDiscoverer, relabel_targets};
-pub use error::RelabelError;
+pub use error::{NameRule, RelabelError};
 pub use receiver::{RelabelMetrics, RelabelReceiver};
 pub use rules::RelabelRules;
 #[allow(

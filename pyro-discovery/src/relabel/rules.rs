@@ -105,19 +105,27 @@ pub(super) fn compile(
     if needs_target && c.target_label.is_empty() {
         return Err(RelabelError::MissingTargetLabel { index, action });
     }
-    let invalid_target = || RelabelError::InvalidTargetLabel {
+    let invalid_target = |rule| RelabelError::InvalidTargetLabel {
         index,
         action,
         target_label: c.target_label.clone(),
+        rule,
     };
+    // Alloy's `Config.Validate` (grafana/alloy `internal/component/common/relabel/relabel.go`,
+    // 7c2a3ac), which `discovery.relabel` runs: a `replace` target without `$` is checked as a
+    // label name under the scheme in force, but one with `$` (a template) and every `labelmap`
+    // replacement must match the legacy template pattern `relabelTarget`
+    // (`^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$`) whatever the scheme. Prometheus'
+    // `model/relabel/relabel.go` (`Config.Validate`, `relabelTargetLegacy`) applies that pattern
+    // only under legacy validation and accepts `-${1}` with UTF-8 names; we follow Alloy.
     match action {
         Action::Replace => {
-            let ok = match names {
-                NameValidation::Legacy => is_legacy_name_template(&c.target_label),
-                NameValidation::Utf8 => true,
-            };
-            if !ok {
-                return Err(invalid_target());
+            if c.target_label.contains('$') {
+                if !is_legacy_name_template(&c.target_label) {
+                    return Err(invalid_target(NameRule::LegacyTemplate));
+                }
+            } else if !names.is_valid(&c.target_label) {
+                return Err(invalid_target(NameRule::name(names)));
             }
         }
         Action::HashMod
@@ -127,7 +135,7 @@ pub(super) fn compile(
         | Action::DropEqual
             if !names.is_valid(&c.target_label) =>
         {
-            return Err(invalid_target());
+            return Err(invalid_target(NameRule::name(names)));
         }
         _ => {}
     }
@@ -172,17 +180,13 @@ pub(super) fn compile(
     {
         return Err(not_allowed(*field, allowed));
     }
-    if action == Action::LabelMap {
-        let ok = match names {
-            NameValidation::Legacy => is_legacy_name_template(&c.replacement),
-            NameValidation::Utf8 => !c.replacement.is_empty(),
-        };
-        if !ok {
-            return Err(RelabelError::InvalidReplacement {
-                index,
-                replacement: c.replacement.clone(),
-            });
-        }
+    // `labelmap`: the legacy template pattern under every scheme (Alloy's rule, above).
+    if action == Action::LabelMap && !is_legacy_name_template(&c.replacement) {
+        return Err(RelabelError::InvalidReplacement {
+            index,
+            replacement: c.replacement.clone(),
+            rule: NameRule::LegacyTemplate,
+        });
     }
 
     let invalid_regex = |reason: String| RelabelError::InvalidRegex {

@@ -549,3 +549,121 @@ fn empty_rules_pass_everything() {
     assert!(rules.is_empty());
     assert_eq!(rules.apply(labels(&ABC)), Some(labels(&ABC)));
 }
+
+/// Templates under UTF-8 names, with the case data of Alloy's `TestRelabelValidate` and
+/// `TestTargetLabelValidity` (`internal/component/common/relabel/relabel_test.go`) and
+/// Prometheus' `TestTargetLabelLegacyValidity` (`model/relabel/relabel_test.go`): a `replace`
+/// target with `$` and every `labelmap` replacement must match the legacy template pattern
+/// whatever the name validation; a literal target is a name under the scheme in force.
+#[test]
+fn utf8_templates_follow_alloy() {
+    let compile = |r: RelabelConfig| RelabelRules::with_validation(&[r], NameValidation::Utf8);
+    let replace = |target: &str| RelabelConfig {
+        source_labels: src(&["a"]),
+        regex: "some-([^-]+)-([^,]+)".into(),
+        replacement: "${1}".into(),
+        target_label: target.into(),
+        ..rule(Action::Replace)
+    };
+    let labelmap = |replacement: &str| RelabelConfig {
+        regex: "__meta_(.+)".into(),
+        replacement: replacement.into(),
+        ..rule(Action::LabelMap)
+    };
+
+    // Alloy's TestRelabelValidate (UTF-8 naming): `${3}` is fine, `0${3}` and `-${3}` are
+    // refused. (Prometheus 3 accepts the last two under UTF-8; Alloy's discovery.relabel does
+    // not, and pyro follows Alloy.)
+    assert!(compile(replace("${3}")).is_ok());
+    for bad in ["0${3}", "-${3}"] {
+        let e = compile(replace(bad)).unwrap_err();
+        assert_eq!(
+            e,
+            RelabelError::InvalidTargetLabel {
+                index: 0,
+                action: Action::Replace,
+                target_label: bad.into(),
+                rule: NameRule::LegacyTemplate,
+            }
+        );
+        // The message carries Alloy's `"-${3}" is invalid 'target_label' for replace action`
+        // facts: the value, the field, the action, and which rule.
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!(
+                "{bad:?} is an invalid target_label for action replace"
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(r"^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$"),
+            "{msg}"
+        );
+    }
+    // Same case, lowercase with `${3}`: a literal name under UTF-8 (no template check), refused
+    // as a legacy name (Prometheus' TestRelabelValidate, both schemes).
+    let lower = RelabelConfig {
+        target_label: "${3}".into(),
+        ..rule(Action::Lowercase)
+    };
+    assert!(compile(lower.clone()).is_ok());
+    assert_eq!(
+        RelabelRules::new(&[lower]).unwrap_err().to_string(),
+        r#"relabel rule 0: "${3}" is an invalid target_label for action lowercase: it must be a legacy label name [a-zA-Z_][a-zA-Z0-9_]*"#
+    );
+    // Prometheus' TestRelabel UTF-8 case: a literal dotted target is accepted.
+    assert!(compile(replace("utf-8.label")).is_ok());
+
+    // The template pattern's cases (TestTargetLabelValidity / TestTargetLabelLegacyValidity).
+    let cases = [
+        ("-label", false),
+        ("label", true),
+        ("label${1}", true),
+        ("${1}label", true),
+        ("${1}", true),
+        ("${", false),
+        ("$", false),
+        ("${}", false),
+        ("foo${", false),
+        ("$1", true),
+        ("asd$2asd", true),
+        ("-foo${1}bar-", false),
+        ("bar.foo${1}bar", false),
+        ("_${1}_", true),
+        ("foo${bar}foo", true),
+    ];
+    for (s, valid) in cases {
+        // labelmap: the pattern decides, under both schemes.
+        for names in [NameValidation::Legacy, NameValidation::Utf8] {
+            let got = RelabelRules::with_validation(&[labelmap(s)], names);
+            assert_eq!(got.is_ok(), valid, "labelmap {s:?} {names:?}");
+            if !valid {
+                assert_eq!(
+                    got.unwrap_err(),
+                    RelabelError::InvalidReplacement {
+                        index: 0,
+                        replacement: s.into(),
+                        rule: NameRule::LegacyTemplate,
+                    }
+                );
+            }
+        }
+        // replace under UTF-8: the pattern decides for a template; `-label` holds no `$` and
+        // is a valid UTF-8 name.
+        let expected = valid || !s.contains('$');
+        assert_eq!(compile(replace(s)).is_ok(), expected, "replace {s:?}");
+        // Under legacy names the pattern decides everything.
+        assert_eq!(
+            RelabelRules::new(&[replace(s)]).is_ok(),
+            valid,
+            "legacy {s:?}"
+        );
+    }
+    // The issue's examples.
+    assert!(compile(replace("-${1}")).is_err());
+    assert!(compile(labelmap("meta.$1")).is_err());
+    // What is accepted still works: `${1}` maps `__meta_x` to `x` under UTF-8.
+    let rules = compile(labelmap("${1}")).unwrap();
+    let out = rules.apply(labels(&[("__meta_x", "v")])).unwrap();
+    assert_eq!(out.get("x"), Some("v"));
+}
