@@ -58,6 +58,35 @@ pub mod limits {
     pub const MAX_VALUE_LEN: usize = 2048;
 }
 
+/// The configurable label limits of [`Labels::validate_with`] (Pyroscope's
+/// `max_label_names_per_series`, `max_label_name_length`, `max_label_value_length`). `0` turns a
+/// limit off. The default is Pyroscope's ([`limits`]); [`crate::limits::IngestLimits::labels`]
+/// gives the ones a host configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelLimits {
+    /// The most label names a series may have.
+    pub max_label_names_per_series: usize,
+    /// The longest label name, in bytes.
+    pub max_label_name_length: usize,
+    /// The longest label value (also `__name__`'s), in bytes.
+    pub max_label_value_length: usize,
+}
+
+impl Default for LabelLimits {
+    fn default() -> Self {
+        Self {
+            max_label_names_per_series: limits::MAX_LABEL_NAMES,
+            max_label_name_length: limits::MAX_NAME_LEN,
+            max_label_value_length: limits::MAX_VALUE_LEN,
+        }
+    }
+}
+
+/// Whether `len` is over `limit`, `0` meaning no limit.
+fn over(len: usize, limit: usize) -> bool {
+    limit != 0 && len > limit
+}
+
 /// One name/value pair. The strings are shared (`Arc<str>`), so copying a label from one set to
 /// another — what enrichment and joins do for every profile — costs two reference counts, not
 /// two allocations.
@@ -423,24 +452,30 @@ impl Labels {
     ///
     /// The first failure found is returned.
     pub fn validate(&self) -> Result<(), LabelError> {
+        self.validate_with(&LabelLimits::default())
+    }
+
+    /// [`validate`](Self::validate) with the count and length limits given (`0` turns one off);
+    /// the name grammar and the other rules are the same.
+    pub fn validate_with(&self, limits: &LabelLimits) -> Result<(), LabelError> {
         if self.is_empty() {
             return Err(LabelError::Empty);
         }
-        if self.len() > limits::MAX_LABEL_NAMES {
+        if over(self.len(), limits.max_label_names_per_series) {
             return Err(LabelError::TooManyNames {
                 count: self.len(),
-                limit: limits::MAX_LABEL_NAMES,
+                limit: limits.max_label_names_per_series,
             });
         }
         for l in self.iter() {
             if l.name.is_empty() {
                 return Err(LabelError::EmptyName);
             }
-            if l.name.len() > limits::MAX_NAME_LEN {
+            if over(l.name.len(), limits.max_label_name_length) {
                 return Err(LabelError::NameTooLong {
                     name: truncated(&l.name),
                     len: l.name.len(),
-                    limit: limits::MAX_NAME_LEN,
+                    limit: limits.max_label_name_length,
                 });
             }
             if !is_valid_label_name(&l.name) {
@@ -453,11 +488,11 @@ impl Labels {
                     name: l.name.to_string(),
                 });
             }
-            if l.value.len() > limits::MAX_VALUE_LEN {
+            if over(l.value.len(), limits.max_label_value_length) {
                 return Err(LabelError::ValueTooLong {
                     name: l.name.to_string(),
                     len: l.value.len(),
-                    limit: limits::MAX_VALUE_LEN,
+                    limit: limits.max_label_value_length,
                 });
             }
         }
@@ -712,6 +747,38 @@ mod tests {
         );
         let l = Labels::try_from_pairs([("__name__", "x"), ("", "v")]).unwrap();
         assert_eq!(l.validate(), Err(LabelError::EmptyName));
+    }
+
+    #[test]
+    fn configured_limits_apply_and_zero_turns_one_off() {
+        let mut l = valid();
+        l.set("k", "v".repeat(12));
+        let tight = LabelLimits {
+            max_label_names_per_series: 3,
+            max_label_name_length: 12,
+            max_label_value_length: 11,
+        };
+        assert_eq!(
+            l.validate_with(&tight),
+            Err(LabelError::ValueTooLong {
+                name: "k".into(),
+                len: 12,
+                limit: 11
+            })
+        );
+        l.set("k2", "v");
+        assert_eq!(
+            l.validate_with(&tight).unwrap_err().rule(),
+            "max_label_names_per_series"
+        );
+        l.set("n".repeat(2000), "v");
+        let off = LabelLimits {
+            max_label_names_per_series: 0,
+            max_label_name_length: 0,
+            max_label_value_length: 0,
+        };
+        assert_eq!(l.validate_with(&off), Ok(()));
+        assert_eq!(l.validate().unwrap_err().rule(), "label_name_too_long");
     }
 
     #[test]
