@@ -44,6 +44,18 @@ pub enum ElfError {
         /// What went wrong.
         reason: String,
     },
+    /// A part of the file is bigger than the cap set for it.
+    #[error("{path}: {what} is {size} bytes, over the cap of {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// What was too big (`.gnu_debugdata`, `decompressed .gnu_debugdata`).
+        what: &'static str,
+        /// Its size (for a decompression, how far it got before it was stopped).
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
     /// The ELF structures are malformed or truncated.
     #[error("{path}: malformed ELF: {reason}")]
     Malformed {
@@ -133,8 +145,6 @@ pub(crate) struct ElfHeaders {
 
 /// Largest `.gnu_debugdata` read (compressed); Fedora's are tens to hundreds of KiB.
 const MAX_DEBUGDATA: u64 = 16 << 20;
-/// Largest decompressed MiniDebugInfo accepted.
-const MAX_DEBUGDATA_DECOMPRESSED: usize = 128 << 20;
 
 /// A `.gnu_debuglink`: the separate debug file's name and the CRC32 of its contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,9 +204,9 @@ impl ElfHeaders {
     }
 
     /// The symbols embedded as MiniDebugInfo (`.gnu_debugdata`: an xz-compressed ELF with a
-    /// `.symtab`), when the file has that section. Sizes are capped before and after
-    /// decompression.
-    pub(crate) fn mini_debuginfo(&self) -> Result<Option<ElfHeaders>, ElfError> {
+    /// `.symtab`), when the file has that section. The section is refused above 16 MiB or
+    /// `limit`, whichever is smaller, and its decompression stopped at `limit` bytes.
+    pub(crate) fn mini_debuginfo(&self, limit: u64) -> Result<Option<ElfHeaders>, ElfError> {
         let Some((offset, size)) = self.gnu_debugdata else {
             return Ok(None);
         };
@@ -204,19 +214,38 @@ impl ElfHeaders {
             path: self.path.clone(),
             reason,
         };
-        if size > MAX_DEBUGDATA {
-            return Err(bad(format!("{size} bytes, over the {MAX_DEBUGDATA} limit")));
+        let too_large = |what, size, limit| ElfError::TooLarge {
+            path: self.path.clone(),
+            what,
+            size,
+            limit,
+        };
+        let compressed_limit = MAX_DEBUGDATA.min(limit);
+        if size > compressed_limit {
+            return Err(too_large(".gnu_debugdata", size, compressed_limit));
         }
         let mut compressed = vec![0u8; size as usize];
         self.file
             .read_exact_at(&mut compressed, offset)
             .map_err(|e| bad(e.to_string()))?;
-        let mut out = Capped(Vec::new());
-        lzma_rs::xz_decompress(&mut &compressed[..], &mut out)
-            .map_err(|e| bad(format!("xz: {e}")))?;
+        let mut out = Capped {
+            bytes: Vec::new(),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            hit: false,
+        };
+        if let Err(e) = lzma_rs::xz_decompress(&mut &compressed[..], &mut out) {
+            if out.hit {
+                return Err(too_large(
+                    "decompressed .gnu_debugdata",
+                    out.bytes.len() as u64,
+                    limit,
+                ));
+            }
+            return Err(bad(format!("xz: {e}")));
+        }
         let mut name = self.path.clone().into_os_string();
         name.push(":.gnu_debugdata");
-        ElfHeaders::from_memory(out.0.into(), Path::new(&name)).map(Some)
+        ElfHeaders::from_memory(out.bytes.into(), Path::new(&name)).map(Some)
     }
 
     /// The file's `.gnu_debuglink`, if it has a well-formed one.
@@ -289,17 +318,23 @@ type Headers = (
     Option<(u64, u64)>,
 );
 
-/// A `Write` that refuses to grow past [`MAX_DEBUGDATA_DECOMPRESSED`].
-struct Capped(Vec<u8>);
+/// A `Write` that refuses to grow past `limit` bytes (and says it did, in `hit`).
+struct Capped {
+    bytes: Vec<u8>,
+    limit: usize,
+    hit: bool,
+}
 
 impl std::io::Write for Capped {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > MAX_DEBUGDATA_DECOMPRESSED {
+        if self.bytes.len().saturating_add(buf.len()) > self.limit {
+            self.hit = true;
             return Err(std::io::Error::other(format!(
-                "decompresses to more than {MAX_DEBUGDATA_DECOMPRESSED} bytes"
+                "decompresses to more than {} bytes",
+                self.limit
             )));
         }
-        self.0.extend_from_slice(buf);
+        self.bytes.extend_from_slice(buf);
         Ok(buf.len())
     }
 

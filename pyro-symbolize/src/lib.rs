@@ -7,8 +7,12 @@
 //! [`Symbolizer::symbolize_kernel`] with the kernel addresses, and gets one [`Frame`] per
 //! address. User addresses are mapped through the process's `/proc/PID/maps` to an offset in the
 //! mapped ELF file, then through that file's `PT_LOAD` segments to an ELF virtual address looked
-//! up in its `.symtab`/`.dynsym` ([`ElfSymbols`]). Files are opened through `/proc/PID/root`
-//! (or `/proc/PID/map_files`), so processes in containers and other mount namespaces work.
+//! up in its `.symtab`/`.dynsym` ([`ElfSymbols`]). A mapped file is opened through
+//! `/proc/PID/map_files/<start>-<end>` (the very file the process runs), else through the
+//! process's root; every path inside a process (mapped files, debug files, perf maps) is
+//! resolved with [`pyro_core::rootfs`], so a container's absolute symlinks and `..` stay inside
+//! the container and cannot make the symbolizer read host files. Each file read has a size cap
+//! ([`SymbolizerConfig::max_elf_file_size`] and the other `max_*` settings).
 //! Kernel addresses are looked up in `/proc/kallsyms` ([`KernelSymbols`]).
 //!
 //! With [`SymbolizerConfig::debug_info`] on (the default), each user frame also carries its
@@ -20,10 +24,11 @@
 //! bytes against [`SymbolizerConfig::debug_info_memory_limit`].
 //!
 //! Stripped binaries get their symbols and DWARF from a separate debug file, looked up as gdb
-//! does, inside the process's root first (`/proc/PID/root`), then on the host: by GNU build id
-//! (`/usr/lib/debug/.build-id/ab/cdef….debug`), then by `.gnu_debuglink` name (the binary's
-//! directory, its `.debug/`, `/usr/lib/debug/<directory>`; the CRC32 must match, mismatches are
-//! counted in [`Symbolizer::debuglink_crc_mismatches`]). Without a debug file, MiniDebugInfo
+//! does, inside the process's root first, then in the host's `/usr/lib/debug`: by GNU build id
+//! (`/usr/lib/debug/.build-id/ab/cdef….debug`), then by `.gnu_debuglink` name (inside the
+//! process's root: the binary's directory, its `.debug/`, `/usr/lib/debug/<directory>`; on the
+//! host: `/usr/lib/debug/<directory>`; the CRC32 must match, mismatches are counted in
+//! [`Symbolizer::debuglink_crc_mismatches`]). Without a debug file, MiniDebugInfo
 //! (`.gnu_debugdata`, xz) gives names. The vDSO is read from `/proc/PID/mem`. Not read: Go's
 //! `.gopclntab` (stripped Go binaries show their module name), debuginfod.
 //!
@@ -99,6 +104,18 @@ pub struct SymbolizerConfig {
     /// dropped first, and a single file that cannot fit is not loaded (counted in
     /// [`Symbolizer::debug_info_errors`]).
     pub debug_info_memory_limit: u64,
+    /// pyro-only: largest ELF file of a mapping opened for its symbols (4 GiB); a bigger file
+    /// is refused (its frames show the module name) and logged with the file and the cap.
+    pub max_elf_file_size: u64,
+    /// pyro-only: largest separate debug file (by build id or `.gnu_debuglink`) opened, CRC-
+    /// checked and read (4 GiB); bigger ones are skipped.
+    pub max_debug_file_size: u64,
+    /// pyro-only: bytes of a JIT perf map (`/tmp/perf-<pid>.map`) read (32 MiB); the rest of
+    /// a bigger file is ignored and the read counted in [`Symbolizer::perf_maps_truncated`].
+    pub max_perf_map_size: u64,
+    /// pyro-only: largest MiniDebugInfo (`.gnu_debugdata`) once decompressed (128 MiB); the
+    /// compressed section is refused above 16 MiB or this cap, whichever is smaller.
+    pub max_minidebuginfo_size: u64,
 }
 
 impl Default for SymbolizerConfig {
@@ -111,6 +128,10 @@ impl Default for SymbolizerConfig {
             proc_root: PathBuf::from("/proc"),
             debug_info: true,
             debug_info_memory_limit: 256 << 20,
+            max_elf_file_size: 4 << 30,
+            max_debug_file_size: 4 << 30,
+            max_perf_map_size: 32 << 20,
+            max_minidebuginfo_size: 128 << 20,
         }
     }
 }
@@ -231,6 +252,7 @@ impl Symbolizer {
             dwarf: self.config.debug_info.then_some(&self.dwarf),
             stats: &self.stats,
             jit_module: &self.jit_module,
+            config: &self.config,
         };
         state.symbolize(addrs, &tables)
     }
@@ -282,7 +304,7 @@ impl Symbolizer {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Perf map reads cut at the 32 MiB cap.
+    /// Perf map reads cut at [`SymbolizerConfig::max_perf_map_size`].
     pub fn perf_maps_truncated(&self) -> u64 {
         self.stats
             .perf_maps_truncated

@@ -1,14 +1,14 @@
 //! JIT perf maps: `/tmp/perf-<pid>.map`, written by runtimes (`node --perf-basic-prof`, the JVM
 //! with perf-map-agent, .NET, LuaJIT…) as `START SIZE name` lines, hexadecimal, appended to
-//! while the process runs.
+//! while the process runs. Read inside the process's root ([`pyro_core::rootfs`]): a perf map
+//! planted as a symlink to a host file is resolved inside the container, never on the host.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Bytes of a perf map read at most; the rest of a bigger file is ignored (counted as cut).
-pub(crate) const MAX_PERF_MAP_BYTES: u64 = 32 << 20;
+use pyro_core::rootfs::RootDir;
+
 /// Longest name kept.
 const MAX_NAME: usize = 4096;
 
@@ -17,14 +17,19 @@ const MAX_NAME: usize = 4096;
 pub(crate) struct ParseStats {
     /// Lines that are not `START SIZE name`.
     pub(crate) garbage_lines: u64,
-    /// Whether the file was bigger than [`MAX_PERF_MAP_BYTES`].
+    /// Whether the file was bigger than the cap ([`crate::SymbolizerConfig::max_perf_map_size`]).
     pub(crate) truncated: bool,
 }
 
 /// The symbols of one process's perf map, sorted by start address.
 #[derive(Debug, Default)]
 pub(crate) struct PerfMap {
+    /// The directory the map's path is resolved in (`/proc/PID/root`).
+    root: PathBuf,
+    /// The map's path inside `root` (`/tmp/perf-<nspid>.map`).
     path: PathBuf,
+    /// Bytes read at most.
+    limit: u64,
     /// `(start, end, name)`, sorted by start; later lines win for the same start.
     entries: Vec<(u64, u64, Arc<str>)>,
     /// File length when last read: a longer file is read again.
@@ -32,9 +37,11 @@ pub(crate) struct PerfMap {
 }
 
 impl PerfMap {
-    pub(crate) fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf, path: PathBuf, limit: u64) -> Self {
         Self {
+            root,
             path,
+            limit,
             ..Self::default()
         }
     }
@@ -43,16 +50,24 @@ impl PerfMap {
     /// last read. Returns the parse stats of a re-read, `None` when nothing changed or the file
     /// is missing.
     pub(crate) fn refresh(&mut self) -> Option<ParseStats> {
-        let file = File::open(&self.path).ok()?;
-        let len = file.metadata().ok()?.len();
+        let opened = RootDir::open(&self.root).and_then(|r| r.open_prefix(&self.path, self.limit));
+        let (mut reader, len) = match opened {
+            Ok(o) => o,
+            Err(error) => {
+                if !error.is_not_found() {
+                    tracing::debug!(%error, "perf map not read");
+                }
+                return None;
+            }
+        };
         if len == self.read_len {
             return None;
         }
         let mut text = Vec::new();
-        file.take(MAX_PERF_MAP_BYTES).read_to_end(&mut text).ok()?;
+        reader.read_to_end(&mut text).ok()?;
         self.read_len = len;
         let (entries, mut stats) = parse(&text);
-        stats.truncated = len > MAX_PERF_MAP_BYTES;
+        stats.truncated = len > self.limit;
         self.entries = entries;
         Some(stats)
     }
@@ -152,7 +167,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("perf-1.map");
         std::fs::write(&path, "1000 10 first\n").unwrap();
-        let mut map = PerfMap::new(path.clone());
+        const LIMIT: u64 = 1 << 20;
+        let mut map = PerfMap::new(dir.path().into(), "/perf-1.map".into(), LIMIT);
         assert_eq!(map.refresh(), Some(ParseStats::default()));
         assert_eq!(map.lookup(0x1005).map(|n| &**n), Some("first"));
         assert_eq!(map.refresh(), None, "unchanged file is not re-read");
@@ -165,11 +181,29 @@ mod tests {
         assert_eq!(map.lookup(0x2001).map(|n| &**n), Some("second"));
         // Past the cap: cut, counted, bounded.
         let line = "3000 10 x\n";
-        let n = (MAX_PERF_MAP_BYTES as usize / line.len()) + 10;
+        let n = (LIMIT as usize / line.len()) + 10;
         std::fs::write(&path, line.repeat(n)).unwrap();
         let stats = map.refresh().unwrap();
         assert!(stats.truncated);
         assert!(stats.garbage_lines <= 1);
         assert_eq!(map.lookup(0x3000).map(|n| &**n), Some("x"));
+    }
+
+    #[test]
+    fn a_map_planted_as_a_symlink_out_of_the_root_is_read_inside_it() {
+        // `root/tmp/perf-1.map` is an absolute symlink to a path that exists on the host
+        // (`host.map`, outside the root) and inside the root (`root<host.map>`).
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let host_map = dir.path().join("host.map");
+        std::fs::write(&host_map, "1000 10 host_secret\n").unwrap();
+        let inside = root.join(host_map.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        std::fs::write(&inside, "1000 10 container_fn\n").unwrap();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::os::unix::fs::symlink(&host_map, root.join("tmp/perf-1.map")).unwrap();
+        let mut map = PerfMap::new(root, "/tmp/perf-1.map".into(), 1 << 20);
+        assert!(map.refresh().is_some());
+        assert_eq!(map.lookup(0x1000).map(|n| &**n), Some("container_fn"));
     }
 }

@@ -5,11 +5,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use pyro_core::rootfs::{self, RootDir, RootfsError};
+
 use crate::dwarf::{DebugSource, DwarfCache};
 use crate::elf::{BuildId, ElfHeaders, ElfSymbols};
 use crate::maps::{MapEntry, parse_maps};
 use crate::perfmap::PerfMap;
-use crate::{Demangle, FileInfo, Frame};
+use crate::{Demangle, FileInfo, Frame, SymbolizerConfig};
 
 /// Shared caches a process consults when it first needs a file's symbols.
 pub(crate) struct Tables<'a> {
@@ -22,6 +24,8 @@ pub(crate) struct Tables<'a> {
     pub(crate) stats: &'a Stats,
     /// Module of frames named by a perf map.
     pub(crate) jit_module: &'a Arc<str>,
+    /// The size caps (`max_*`).
+    pub(crate) config: &'a SymbolizerConfig,
 }
 
 /// Counters of the symbolizer.
@@ -37,8 +41,10 @@ pub(crate) struct Stats {
     pub(crate) perf_maps_truncated: std::sync::atomic::AtomicU64,
 }
 
-/// Debug files larger than this are not CRC-checked or read (no real one comes close).
-const MAX_DEBUG_FILE: u64 = 4 << 30;
+/// Where the host keeps debug files (Debian's `*-dbg`/`*-dbgsym` packages): searched after the
+/// process's own root, as a root of its own so that names from the process (its binary's
+/// directory) cannot lead out of it.
+const HOST_DEBUG_DIR: &str = "/usr/lib/debug";
 
 #[derive(Debug)]
 enum TableState {
@@ -61,6 +67,8 @@ struct Mapping {
 #[derive(Debug)]
 pub(crate) struct ProcessState {
     pid: u32,
+    /// Where procfs is mounted.
+    proc_root: PathBuf,
     /// `<proc_root>/<pid>`.
     dir: PathBuf,
     inner: Mutex<Inner>,
@@ -85,6 +93,7 @@ impl ProcessState {
     pub(crate) fn new(pid: u32, proc_root: &std::path::Path) -> Self {
         Self {
             pid,
+            proc_root: proc_root.to_owned(),
             dir: proc_root.join(pid.to_string()),
             inner: Mutex::new(Inner::default()),
         }
@@ -158,7 +167,11 @@ impl ProcessState {
     ) -> Frame {
         let map = inner.perf_map.get_or_insert_with(|| {
             let nspid = ns_pid(&self.dir).unwrap_or(self.pid);
-            PerfMap::new(self.dir.join(format!("root/tmp/perf-{nspid}.map")))
+            PerfMap::new(
+                self.dir.join("root"),
+                PathBuf::from(format!("/tmp/perf-{nspid}.map")),
+                tables.config.max_perf_map_size,
+            )
         });
         if map.lookup(addr).is_none() && !*refreshed {
             *refreshed = true;
@@ -170,7 +183,11 @@ impl ProcessState {
                     .fetch_add(stats.garbage_lines, Relaxed);
                 if stats.truncated {
                     tables.stats.perf_maps_truncated.fetch_add(1, Relaxed);
-                    tracing::debug!(pid = self.pid, "perf map over the size cap, cut");
+                    tracing::debug!(
+                        pid = self.pid,
+                        limit = tables.config.max_perf_map_size,
+                        "perf map over the size cap, cut"
+                    );
                 }
             }
         }
@@ -236,7 +253,7 @@ impl ProcessState {
             if let Some(t) = tables.by_file.get(&key) {
                 return Some(t);
             }
-            let (file, path) = self.open(e)?;
+            let (file, path) = self.open(e, tables)?;
             let dup = file.try_clone().ok();
             match ElfHeaders::read(file, &path) {
                 Ok(h) => (h, path, dup),
@@ -271,7 +288,7 @@ impl ProcessState {
         };
         // MiniDebugInfo: the symbols a stripped binary carries compressed in itself.
         let mini = if !headers.has_symtab() && debug.is_none() {
-            match headers.mini_debuginfo() {
+            match headers.mini_debuginfo(tables.config.max_minidebuginfo_size) {
                 Ok(m) => m,
                 Err(error) => {
                     tables
@@ -331,10 +348,12 @@ impl ProcessState {
     }
 
     /// The separate debug file of a mapped file, looked up as gdb does, inside the process's
-    /// root first, then on the host: by GNU build id (`/usr/lib/debug/.build-id/ab/cdef….debug`,
-    /// as Debian's `*-dbg`/`*-dbgsym` packages lay them out; the build id must match), then by
-    /// `.gnu_debuglink` name in the binary's directory, its `.debug/` and
-    /// `/usr/lib/debug/<directory>` (the CRC32 must match; a mismatch is counted).
+    /// root first (resolved with [`RootDir`]: the process's symlinks cannot lead out of it),
+    /// then in the host's `/usr/lib/debug`: by GNU build id
+    /// (`/usr/lib/debug/.build-id/ab/cdef….debug`, as Debian's `*-dbg`/`*-dbgsym` packages lay
+    /// them out; the build id must match), then by `.gnu_debuglink` name in the binary's
+    /// directory, its `.debug/` and `/usr/lib/debug/<directory>` (the CRC32 must match; a
+    /// mismatch is counted). Files over [`SymbolizerConfig::max_debug_file_size`] are skipped.
     fn debug_file(
         &self,
         e: &MapEntry,
@@ -342,21 +361,36 @@ impl ProcessState {
         tables: &Tables<'_>,
     ) -> Option<(ElfHeaders, File, PathBuf)> {
         use std::fmt::Write;
-        let roots = [self.dir.join("root"), PathBuf::from("/")];
+        let limit = tables.config.max_debug_file_size;
+        let process_root = RootDir::of_process(&self.proc_root, self.pid)
+            .inspect_err(|error| tracing::debug!(pid = self.pid, %error, "no debug files from the process's root"))
+            .ok();
+        let host = RootDir::open(HOST_DEBUG_DIR).ok();
+        let open = |root: &RootDir, path: &Path| -> Option<(File, PathBuf)> {
+            match root.open_file(path, limit) {
+                Ok(file) => Some((file, root.path().join(path))),
+                Err(error) => {
+                    if !error.is_not_found() {
+                        tracing::debug!(pid = self.pid, %error, "debug file not used");
+                    }
+                    None
+                }
+            }
+        };
         if let Some(BuildId::Gnu(id)) = headers.build_id()
             && let Some((first, rest)) = id.split_first()
         {
-            let mut name = String::with_capacity(id.len() * 2 + 6);
+            let mut name = format!("{first:02x}/");
             for b in rest {
                 let _ = write!(name, "{b:02x}");
             }
             name.push_str(".debug");
-            for root in &roots {
-                let path = root
-                    .join("usr/lib/debug/.build-id")
-                    .join(format!("{first:02x}"))
-                    .join(&name);
-                let Ok(file) = File::open(&path) else {
+            let candidates = [
+                (process_root.as_ref(), Path::new("usr/lib/debug/.build-id")),
+                (host.as_ref(), Path::new(".build-id")),
+            ];
+            for (root, dir) in candidates {
+                let Some((file, path)) = root.and_then(|r| open(r, &dir.join(&name))) else {
                     continue;
                 };
                 let Ok(dup) = file.try_clone() else { continue };
@@ -370,67 +404,92 @@ impl ProcessState {
         }
         let link = headers.debuglink()?;
         let dir = Path::new(&e.path).parent()?.strip_prefix("/").ok()?;
+        let mut candidates: Vec<(&RootDir, PathBuf)> = Vec::new();
+        if let Some(root) = &process_root {
+            candidates.push((root, dir.join(&link.name)));
+            candidates.push((root, dir.join(".debug").join(&link.name)));
+            candidates.push((root, Path::new("usr/lib/debug").join(dir).join(&link.name)));
+        }
+        if let Some(root) = &host {
+            candidates.push((root, dir.join(&link.name)));
+        }
         let mut seen: Vec<(u64, u64)> = vec![(e.dev_t(), e.inode)];
-        for root in &roots {
-            for path in [
-                root.join(dir).join(&link.name),
-                root.join(dir).join(".debug").join(&link.name),
-                root.join("usr/lib/debug").join(dir).join(&link.name),
-            ] {
-                let Ok(file) = File::open(&path) else {
+        for (root, path) in candidates {
+            let Some((file, path)) = open(root, &path) else {
+                continue;
+            };
+            let Ok(md) = file.metadata() else { continue };
+            let key = (md.dev(), md.ino());
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            match crc32(&file) {
+                Ok(crc) if crc == link.crc => {}
+                Ok(crc) => {
+                    tables
+                        .stats
+                        .debuglink_crc_mismatches
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(
+                        pid = self.pid,
+                        path = %path.display(),
+                        expected = format_args!("{:08x}", link.crc),
+                        found = format_args!("{crc:08x}"),
+                        "debug file named by .gnu_debuglink has the wrong CRC, not used"
+                    );
                     continue;
-                };
-                let Ok(md) = file.metadata() else { continue };
-                let key = (md.dev(), md.ino());
-                if seen.contains(&key) || !md.is_file() || md.len() > MAX_DEBUG_FILE {
-                    continue;
                 }
-                seen.push(key);
-                match crc32(&file) {
-                    Ok(crc) if crc == link.crc => {}
-                    Ok(crc) => {
-                        tables
-                            .stats
-                            .debuglink_crc_mismatches
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::debug!(
-                            pid = self.pid,
-                            path = %path.display(),
-                            expected = format_args!("{:08x}", link.crc),
-                            found = format_args!("{crc:08x}"),
-                            "debug file named by .gnu_debuglink has the wrong CRC, not used"
-                        );
-                        continue;
-                    }
-                    Err(_) => continue,
-                }
-                let Ok(dup) = file.try_clone() else { continue };
-                if let Ok(h) = ElfHeaders::read(file, &path) {
-                    return Some((h, dup, path));
-                }
+                Err(_) => continue,
+            }
+            let Ok(dup) = file.try_clone() else { continue };
+            if let Ok(h) = ElfHeaders::read(file, &path) {
+                return Some((h, dup, path));
             }
         }
         None
     }
 
-    /// Opens the mapped file as the process sees it: through `/proc/PID/root/<path>` (works
-    /// across mount namespaces), else `/proc/PID/map_files/<start>-<end>` (works for deleted or
-    /// replaced files).
-    fn open(&self, e: &MapEntry) -> Option<(File, PathBuf)> {
-        if !e.deleted {
-            let path = self.dir.join("root").join(e.path.trim_start_matches('/'));
-            if let Ok(file) = File::open(&path) {
-                // The path may now name a different file (upgraded package): check the inode.
-                if file.metadata().is_ok_and(|md| md.ino() == e.inode) {
-                    return Some((file, path));
-                }
+    /// Opens the mapped file: through `/proc/PID/map_files/<start>-<end>` (the very file the
+    /// process maps: deleted, replaced or in another mount namespace alike, no path resolution
+    /// at all), else, when that is refused (it needs `CAP_SYS_ADMIN`), by its path resolved
+    /// inside the process's root with [`RootDir`]. Files over
+    /// [`SymbolizerConfig::max_elf_file_size`] are refused.
+    fn open(&self, e: &MapEntry, tables: &Tables<'_>) -> Option<(File, PathBuf)> {
+        let limit = tables.config.max_elf_file_size;
+        match rootfs::open_mapped(&self.proc_root, self.pid, e.start, e.end, limit) {
+            Ok(file) => {
+                let path = self
+                    .dir
+                    .join("map_files")
+                    .join(format!("{:x}-{:x}", e.start, e.end));
+                return Some((file, path));
+            }
+            Err(error @ RootfsError::TooLarge { .. }) => {
+                tracing::debug!(pid = self.pid, %error, "no symbols for mapping");
+                return None;
+            }
+            Err(error) => {
+                tracing::trace!(pid = self.pid, %error, "map_files not usable, opening the path");
             }
         }
-        let path = self
-            .dir
-            .join("map_files")
-            .join(format!("{:x}-{:x}", e.start, e.end));
-        File::open(&path).ok().map(|f| (f, path))
+        if e.deleted {
+            return None;
+        }
+        let root = RootDir::of_process(&self.proc_root, self.pid)
+            .inspect_err(|error| tracing::debug!(pid = self.pid, %error, "no symbols for mapping"))
+            .ok()?;
+        let file = root
+            .open_file(&e.path, limit)
+            .inspect_err(|error| tracing::debug!(pid = self.pid, %error, "no symbols for mapping"))
+            .ok()?;
+        // The path may now name a different file (upgraded package): check the inode. (Not the
+        // device: on overlayfs the maps show the underlying file's device, stat the overlay's.)
+        if !file.metadata().is_ok_and(|md| md.ino() == e.inode) {
+            tracing::debug!(pid = self.pid, path = %e.path, "the mapped path names another file now");
+            return None;
+        }
+        Some((file, root.path().join(e.path.trim_start_matches('/'))))
     }
 
     fn refresh(&self, inner: &mut Inner, tables: &Tables<'_>) {
