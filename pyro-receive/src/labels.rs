@@ -15,7 +15,7 @@
 //! On `/ingest` the service comes from the application name, as Pyroscope's own `/ingest` does
 //! (with `app_name` holding it when the braces name a `service_name`).
 
-use pyro_core::labels::names;
+use pyro_core::labels::{LabelLimits, names};
 use pyro_core::{LabelError, Labels};
 
 /// The `service_name` a Push series without one gets (Pyroscope's distributor uses the same).
@@ -27,10 +27,19 @@ pub const UNKNOWN_SERVICE: &str = "unknown_service";
 pub fn push_series_labels(
     pairs: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Labels, LabelError> {
+    push_series_labels_with(pairs, &LabelLimits::default())
+}
+
+/// [`push_series_labels`] with the count and length limits a host configured
+/// ([`pyro_core::limits::IngestLimits::labels`]).
+pub fn push_series_labels_with(
+    pairs: impl IntoIterator<Item = (String, String)>,
+    limits: &LabelLimits,
+) -> Result<Labels, LabelError> {
     let mut labels = Labels::try_from_pairs(pairs.into_iter().filter(|(_, v)| !v.is_empty()))?;
     labels.drop_reserved();
     labels.set_if_absent(names::SERVICE_NAME, UNKNOWN_SERVICE);
-    labels.validate()?;
+    labels.validate_with(limits)?;
     Ok(labels)
 }
 

@@ -14,6 +14,11 @@
 //! - Labels: reserved `__` labels are dropped except `__name__`/`__delta__`, then checked with
 //!   [`pyro_core::Labels::validate`]; Alloy's `ensureServiceName` quirk is not copied
 //!   ([`labels`] says why and what happens instead).
+//! - Pyroscope's ingest limits ([`limits`], configured in [`ReceiveConfig::limits`]): a profile
+//!   Pyroscope would refuse (decompressed size, sample counts, ingestion window, sample type
+//!   names, label counts after sample labels are promoted, label lengths) gets 400
+//!   `invalid_argument` naming the rule; the other profiles of the request are forwarded, as
+//!   Pyroscope stores them.
 //! - Errors are Connect's JSON `{"code","message"}` ([`RequestError`]); bad input is never
 //!   reported as a downstream failure, and downstream failures keep their kind.
 //! - Limits: body size, decompressed size (gzip bombs stop there), requests in flight,
@@ -79,6 +84,7 @@
 pub mod error;
 pub mod ingest;
 pub mod labels;
+pub mod limits;
 pub mod metrics;
 pub mod push;
 mod server;

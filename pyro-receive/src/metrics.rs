@@ -23,6 +23,15 @@ pub struct RequestLabels {
     pub status_code: String,
 }
 
+/// Metric labels of a profile refused by an ingest limit.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// The endpoint.
+    pub endpoint: String,
+    /// The rule broken ([`pyro_core::limits::Rule`]).
+    pub reason: String,
+}
+
 /// The server's metrics. Cheap to clone (shared counters); the default is unregistered.
 #[derive(Debug, Clone)]
 pub struct ReceiveMetrics {
@@ -30,6 +39,7 @@ pub struct ReceiveMetrics {
     pub(crate) duration: Family<EndpointLabels, Histogram>,
     pub(crate) received_bytes: Family<EndpointLabels, Counter>,
     pub(crate) profiles_forwarded: Family<EndpointLabels, Counter>,
+    pub(crate) profiles_refused: Family<RefusedLabels, Counter>,
     pub(crate) connections: Gauge,
     pub(crate) connections_limit: Gauge,
 }
@@ -43,6 +53,7 @@ impl Default for ReceiveMetrics {
             }),
             received_bytes: Family::default(),
             profiles_forwarded: Family::default(),
+            profiles_refused: Family::default(),
             connections: Gauge::default(),
             connections_limit: Gauge::default(),
         }
@@ -53,7 +64,8 @@ impl ReceiveMetrics {
     /// Creates the metrics and registers them under the `pyroscope_receive_http_` prefix:
     /// `requests_total{endpoint,status_code}`, `request_duration_seconds{endpoint}`,
     /// `received_bytes_total{endpoint}` (request bodies as sent, before decompression),
-    /// `profiles_forwarded_total{endpoint}`, `tcp_connections` and `tcp_connections_limit`
+    /// `profiles_forwarded_total{endpoint}`, `profiles_refused_total{endpoint,reason}` (by the
+    /// ingest limits, `reason` the rule), `tcp_connections` and `tcp_connections_limit`
     /// (Alloy's names for the last two).
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
@@ -77,6 +89,11 @@ impl ReceiveMetrics {
             "profiles_forwarded",
             "Profiles every receiver accepted, by endpoint",
             m.profiles_forwarded.clone(),
+        );
+        r.register(
+            "profiles_refused",
+            "Profiles refused by an ingest limit, by endpoint and rule",
+            m.profiles_refused.clone(),
         );
         r.register(
             "tcp_connections",

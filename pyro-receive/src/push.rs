@@ -13,8 +13,11 @@ use pyro_core::pprof::{self, PprofError};
 use pyro_core::{Labels, Profile};
 use serde::Deserialize;
 
+use std::time::SystemTime;
+
 use crate::error::RequestError;
 use crate::labels;
+use crate::limits::{Checked, IngestLimits, LimitError, Refused};
 
 pub use pyro_core::push::{LabelPair, PushRequest, RawProfileSeries, RawSample};
 
@@ -168,11 +171,12 @@ pub(crate) fn pprof_error(what: &str, e: &PprofError) -> RequestError {
 
 /// Parses a Push body (already decompressed per `Content-Encoding`) into profiles: decodes the
 /// `PushRequest`, normalises and validates each series' labels (see [`crate::labels`]), and
-/// checks that every `raw_profile` is a pprof that decodes within `max_decoded_size` bytes.
-/// The profiles carry the payloads as sent (gzip or plain) and the sample `ID` if non-empty.
+/// checks that every `raw_profile` is a pprof that decodes within `max_decoded_size` bytes and
+/// passes Pyroscope's default ingest limits ([`IngestLimits::default`], now). The profiles
+/// carry the payloads as sent (gzip or plain) and the sample `ID` if non-empty.
 ///
-/// The whole request is checked before anything is returned, so a bad series refuses the
-/// request without any of it having been forwarded.
+/// All or nothing: a bad series refuses the request without any of it being returned.
+/// [`parse_push_with`] keeps the good profiles (what the server does).
 ///
 /// ```
 /// use prost::Message;
@@ -198,29 +202,100 @@ pub fn parse_push(
     encoding: PushEncoding,
     max_decoded_size: usize,
 ) -> Result<Vec<Profile>, RequestError> {
+    parse_push_with(
+        body,
+        encoding,
+        max_decoded_size,
+        &IngestLimits::default(),
+        SystemTime::now(),
+    )?
+    .all_or_nothing()
+}
+
+/// Cuts a label set's text to 256 bytes for messages.
+fn cut(mut s: String) -> String {
+    if s.len() > 256 {
+        let mut end = 256;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// [`parse_push`] with the host's [`IngestLimits`], keeping the profiles that pass: a series
+/// whose labels break a rule, or a sample that breaks a limit (checked at `now`), is
+/// [`Refused`] alone, as Pyroscope's distributor discards it alone (see
+/// [`crate::limits`]). A body that does not decode, or a `raw_profile` that is not a pprof,
+/// still refuses the whole request.
+pub fn parse_push_with(
+    body: Bytes,
+    encoding: PushEncoding,
+    max_decoded_size: usize,
+    limits: &IngestLimits,
+    now: SystemTime,
+) -> Result<Checked, RequestError> {
     let req = decode_push_request(body, encoding)?;
-    let mut profiles = Vec::new();
+    let label_limits = limits.labels();
+    let mut out = Checked::default();
+    let mut any = false;
     for (i, series) in req.series.into_iter().enumerate() {
         if series.samples.is_empty() {
             continue;
         }
-        let labels: Labels =
-            labels::push_series_labels(series.labels.into_iter().map(|l| (l.name, l.value)))
-                .map_err(|e| RequestError::invalid(format!("series[{i}]: {e}")))?;
+        any = true;
+        let pairs: Vec<(String, String)> = series
+            .labels
+            .into_iter()
+            .map(|l| (l.name, l.value))
+            .collect();
+        let labels = match labels::push_series_labels_with(pairs.iter().cloned(), &label_limits) {
+            Ok(l) => l,
+            Err(source) => {
+                out.refused.push(Refused {
+                    at: format!("series[{i}]"),
+                    error: LimitError::Labels {
+                        labels: cut(Labels::from_iter(pairs).to_string()),
+                        source,
+                    },
+                });
+                continue;
+            }
+        };
         for (j, sample) in series.samples.into_iter().enumerate() {
-            pprof::decode(&sample.raw_profile, max_decoded_size)
-                .map_err(|e| pprof_error(&format!("series[{i}].samples[{j}].raw_profile"), &e))?;
+            let at = || format!("series[{i}].samples[{j}]");
+            let decoded = match pprof::decode(&sample.raw_profile, max_decoded_size) {
+                Ok(p) => p,
+                // Decoding stopped at `max_decoded_size`, above `max_profile_size_bytes`: the
+                // profile breaks that limit, whatever its real size.
+                Err(e @ PprofError::TooLarge { limit }) => {
+                    match limits.check_size(&labels, limit.saturating_add(1)) {
+                        Err(error) => {
+                            out.refused.push(Refused { at: at(), error });
+                            continue;
+                        }
+                        Ok(()) => return Err(pprof_error(&format!("{}.raw_profile", at()), &e)),
+                    }
+                }
+                Err(e) => return Err(pprof_error(&format!("{}.raw_profile", at()), &e)),
+            };
+            if let Err(error) = limits.check(&labels, &decoded, now) {
+                out.refused.push(Refused { at: at(), error });
+                continue;
+            }
             let mut p = Profile::new(labels.clone(), sample.raw_profile);
             if !sample.id.is_empty() {
                 p = p.with_id(sample.id);
             }
-            profiles.push(p);
+            out.profiles.push(p);
         }
     }
-    if profiles.is_empty() {
+    if !any {
         return Err(RequestError::invalid("no profiles received"));
     }
-    Ok(profiles)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -23,9 +23,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Code, RequestError, ServeError};
-use crate::ingest::{IngestRequest, parse_ingest};
-use crate::metrics::{EndpointLabels, ReceiveMetrics, RequestLabels};
-use crate::push::{PushEncoding, parse_push};
+use crate::ingest::{IngestRequest, parse_ingest_with};
+use crate::limits::{Checked, IngestLimits};
+use crate::metrics::{EndpointLabels, ReceiveMetrics, RefusedLabels, RequestLabels};
+use crate::push::{PushEncoding, parse_push_with};
 
 /// Server settings, named after Alloy's `pyroscope.receive_http` arguments (the `http` block,
 /// `graceful_shutdown_timeout`), with its defaults where it has one, plus pyro's limits. Plain
@@ -68,6 +69,11 @@ pub struct ReceiveConfig {
     /// (retryable). This is what bounds the server's memory; `0` means no limit. Default 64.
     /// pyro-only.
     pub max_concurrent_requests: usize,
+    /// Pyroscope's ingest limits (its `limits` block, its names and defaults): every received
+    /// profile is checked against them and a profile that breaks one is refused with 400
+    /// `invalid_argument` naming the rule, its neighbours in the request still forwarded (see
+    /// [`crate::limits`]).
+    pub limits: IngestLimits,
 }
 
 /// The `http` block of [`ReceiveConfig`] (Alloy's `http` block, the parts pyro implements).
@@ -108,6 +114,7 @@ impl Default for ReceiveConfig {
             max_request_body_size: 16 << 20,
             max_decoded_size: DEFAULT_MAX_DECODED_SIZE,
             max_concurrent_requests: 64,
+            limits: IngestLimits::default(),
         }
     }
 }
@@ -593,12 +600,13 @@ impl State {
         let max = self.config.max_decoded_size;
         // A gzip body is estimated at 8x its size when picking where to parse it.
         let len = body.len().saturating_mul(if gzip { 8 } else { 1 });
+        let limits = self.config.limits.clone();
         let parse = move || {
             let body = decode_content_encoding(content_encoding.as_deref(), body, max)?;
-            parse_push(body, encoding, max)
+            parse_push_with(body, encoding, max, &limits, SystemTime::now())
         };
-        let profiles = run_parser(len, parse).await?;
-        self.forward(Endpoint::Push, profiles).await?;
+        let checked = run_parser(len, parse).await?;
+        self.forward_checked(Endpoint::Push, checked).await?;
         let mut response = Response::new(Full::new(Bytes::from_static(encoding.empty_response())));
         let h = response.headers_mut();
         h.insert(
@@ -621,20 +629,51 @@ impl State {
         let max = self.config.max_decoded_size;
         // A gzip body is estimated at 8x its size when picking where to parse it.
         let len = body.len().saturating_mul(if gzip { 8 } else { 1 });
+        let limits = self.config.limits.clone();
         let parse = move || {
             let body = decode_content_encoding(content_encoding.as_deref(), body, max)?;
-            parse_ingest(
+            parse_ingest_with(
                 &IngestRequest {
                     query: &query,
                     content_type: content_type.as_deref(),
                     body,
                 },
                 max,
+                &limits,
+                SystemTime::now(),
             )
         };
-        let profiles = run_parser(len, parse).await?;
-        self.forward(Endpoint::Ingest, profiles).await?;
+        let checked = run_parser(len, parse).await?;
+        self.forward_checked(Endpoint::Ingest, checked).await?;
         Ok(Response::new(Full::new(Bytes::new())))
+    }
+
+    /// Forwards the profiles that passed the limits, then answers for the refused ones: a
+    /// refusal is bad input and wins over a forwarding failure (see [`crate::limits`]).
+    async fn forward_checked(
+        &self,
+        endpoint: Endpoint,
+        checked: Checked,
+    ) -> Result<(), RequestError> {
+        let refusal = checked.refusal();
+        for r in &checked.refused {
+            self.metrics
+                .profiles_refused
+                .get_or_create(&RefusedLabels {
+                    endpoint: endpoint.name().to_owned(),
+                    reason: r.error.rule().as_str().to_owned(),
+                })
+                .inc();
+        }
+        let forwarded = if checked.profiles.is_empty() {
+            Ok(())
+        } else {
+            self.forward(endpoint, checked.profiles).await
+        };
+        match refusal {
+            Some(e) => Err(e),
+            None => forwarded,
+        }
     }
 
     async fn forward(

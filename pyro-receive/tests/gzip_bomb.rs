@@ -87,7 +87,7 @@ async fn gzip_bombs_are_refused_within_the_limit() {
             push_body(bomb.clone()),
         ),
         (
-            "push json, gzip rawProfile",
+            "push json, gzip raw rawProfile",
             push.clone(),
             vec![("content-type", "application/json")],
             json.into_bytes(),
@@ -113,6 +113,18 @@ async fn gzip_bombs_are_refused_within_the_limit() {
     ];
     for (what, url, headers, body) in cases {
         let r = post(&url, &headers, body).await;
+        // A bomb in a Push `raw_profile` is one profile over Pyroscope's max_profile_size_bytes
+        // (4 MiB, equal to the decoding cap here): 400 naming that rule, as Pyroscope answers.
+        // A bomb as the body, or on /ingest, is the request over max_decoded_size: 413.
+        if what.contains("raw") && what.starts_with("push") {
+            assert_eq!(r.status, 400, "{what}: {}", r.text());
+            assert!(
+                r.text().contains("rule profile_size_limit"),
+                "{what}: {}",
+                r.text()
+            );
+            continue;
+        }
         assert_eq!(r.status, 413, "{what}: {}", r.text());
         assert!(
             r.text().contains(&format!("{LIMIT} bytes")),

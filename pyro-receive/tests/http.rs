@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Collect, post, request, start, start_with};
+use common::{Collect, post, request, start, start_with, start_without_window};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use prost::Message as _;
@@ -378,7 +378,7 @@ async fn chunked_oversized_body_is_refused() {
 
 #[tokio::test]
 async fn ingest_folded_lines_and_pprof() {
-    let s = start();
+    let s = start_without_window();
     let r = post(
         &format!(
             "{}/ingest?name=shop.cpu%7Benv%3Dstaging%7D&from=now-10s&until=now&sampleRate=100&spyName=rbspy",
@@ -431,7 +431,7 @@ async fn ingest_multipart_from_curl() {
     let Some(curl) = pyro_testkit::tool("curl") else {
         return;
     };
-    let s = start();
+    let s = start_without_window();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let cpu = include_bytes!("../testdata/go-cpu.pb.gz");

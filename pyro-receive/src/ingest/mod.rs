@@ -8,13 +8,15 @@
 //! refused with 415, any other `format` with 400.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use pyro_core::labels::names;
+use pyro_core::labels::{LabelLimits, names};
 use pyro_core::pprof::{self};
 use pyro_core::{Labels, Profile};
 
 use crate::error::RequestError;
+use crate::limits::{Checked, IngestLimits, Refused};
 use crate::push::pprof_error;
 
 mod multipart;
@@ -57,6 +59,43 @@ pub struct IngestRequest<'a> {
 /// assert_eq!(pprof.sample.len(), 2);
 /// ```
 pub fn parse_ingest(
+    req: &IngestRequest<'_>,
+    max_decoded_size: usize,
+) -> Result<Vec<Profile>, RequestError> {
+    parse_ingest_with(
+        req,
+        max_decoded_size,
+        &IngestLimits::default(),
+        SystemTime::now(),
+    )?
+    .all_or_nothing()
+}
+
+/// [`parse_ingest`] with the host's [`IngestLimits`] (checked at `now`): a profile that breaks
+/// one is [`Refused`] (at `body`) instead of returned. The ingestion window applies to the
+/// profile's `time_nanos` after the 1970 fix (so to `from` for text formats and old clients).
+pub fn parse_ingest_with(
+    req: &IngestRequest<'_>,
+    max_decoded_size: usize,
+    limits: &IngestLimits,
+    now: SystemTime,
+) -> Result<Checked, RequestError> {
+    let mut out = Checked::default();
+    for p in parse_profiles(req, max_decoded_size)? {
+        let decoded =
+            pprof::decode(&p.raw, max_decoded_size).map_err(|e| pprof_error("pprof body", &e))?;
+        match limits.check(&p.labels, &decoded, now) {
+            Ok(()) => out.profiles.push(p),
+            Err(error) => out.refused.push(Refused {
+                at: "body".into(),
+                error,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_profiles(
     req: &IngestRequest<'_>,
     max_decoded_size: usize,
 ) -> Result<Vec<Profile>, RequestError> {
@@ -155,6 +194,12 @@ fn pprof_metric_name(p: &pprof::Profile, display_names: &HashMap<String, String>
     "unknown"
 }
 
+const NO_LENGTH_LIMITS: LabelLimits = LabelLimits {
+    max_label_names_per_series: 0,
+    max_label_name_length: 0,
+    max_label_value_length: 0,
+};
+
 /// The series labels of an `/ingest` profile. `service` is the service name derived from the
 /// application name; if the braces name a `service_name`, `service` goes to `app_name`.
 fn ingest_labels(
@@ -172,8 +217,9 @@ fn ingest_labels(
     labels.set(names::METRIC_NAME, metric);
     labels.set(names::DELTA, "false");
     labels.set(names::PYROSCOPE_SPY, params.spy_name.as_str());
+    // The grammar here; counts and lengths are the ingest limits' (`parse_ingest_with`).
     labels
-        .validate()
+        .validate_with(&NO_LENGTH_LIMITS)
         .map_err(|e| RequestError::invalid(format!("invalid labels: {e}")))?;
     Ok(labels)
 }
@@ -210,14 +256,22 @@ mod tests {
         ct: Option<&str>,
         body: impl Into<Bytes>,
     ) -> Result<Vec<Profile>, RequestError> {
-        parse_ingest(
+        // The fixtures are dated 2023: no ingestion window here.
+        let limits = IngestLimits {
+            reject_older_than: std::time::Duration::ZERO,
+            ..IngestLimits::default()
+        };
+        parse_ingest_with(
             &IngestRequest {
                 query,
                 content_type: ct,
                 body: body.into(),
             },
             1 << 20,
-        )
+            &limits,
+            SystemTime::now(),
+        )?
+        .all_or_nothing()
     }
 
     #[test]

@@ -94,6 +94,22 @@ pub fn start_with(config: ReceiveConfig, collect: Collect, metrics: ReceiveMetri
     }
 }
 
+/// A server without the ingestion window, for tests sending the Go runtime's profiles in
+/// `testdata/` (recorded days ago: Pyroscope would refuse them as too old).
+pub fn start_without_window() -> Running {
+    start_with(
+        ReceiveConfig {
+            limits: pyro_core::limits::IngestLimits {
+                reject_older_than: Duration::ZERO,
+                ..Default::default()
+            },
+            ..ReceiveConfig::default()
+        },
+        Collect::default(),
+        ReceiveMetrics::default(),
+    )
+}
+
 pub fn start() -> Running {
     start_with(
         ReceiveConfig::default(),
