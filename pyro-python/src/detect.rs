@@ -39,7 +39,7 @@
 //! and musl are reported as unsupported.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
@@ -311,13 +311,38 @@ struct ElfInfo {
     gilstate_code: Option<Vec<u8>>,
 }
 
-fn read_elf(pid: u32, host_path: &Path, minor: u8) -> Result<ElfInfo, DetectError> {
+/// Largest interpreter file read (a libpython with full debug info is tens of MB).
+const MAX_INTERPRETER_FILE: u64 = 1 << 30;
+
+/// Opens the interpreter file the process maps: the mapping itself through
+/// `/proc/PID/map_files` (works across mount namespaces and chroots, needs `CAP_SYS_ADMIN`),
+/// else its path resolved inside the process's root with [`pyro_core::rootfs`] (a container's
+/// absolute symlinks stay inside the container, never reaching the host's files).
+fn open_interpreter(pid: u32, module: &PythonModule) -> Result<std::fs::File, String> {
+    use pyro_core::rootfs::{RootDir, RootfsError, open_mapped};
+    match open_mapped(
+        "/proc",
+        pid,
+        module.base,
+        module.base_end,
+        MAX_INTERPRETER_FILE,
+    ) {
+        Ok(file) => return Ok(file),
+        Err(e @ RootfsError::TooLarge { .. }) => return Err(e.to_string()),
+        Err(e) => tracing::trace!(pid, error = %e, "map_files not usable, opening the path"),
+    }
+    RootDir::of_process("/proc", pid)
+        .and_then(|root| root.open_file(&module.path, MAX_INTERPRETER_FILE))
+        .map_err(|e| e.to_string())
+}
+
+fn read_elf(pid: u32, module: &PythonModule, minor: u8) -> Result<ElfInfo, DetectError> {
     let elf_err = |reason: String| DetectError::Elf {
         pid,
-        path: host_path.to_path_buf(),
+        path: module.path.clone(),
         reason,
     };
-    let file = std::fs::File::open(host_path).map_err(|e| elf_err(e.to_string()))?;
+    let file = open_interpreter(pid, module).map_err(elf_err)?;
     let cache = object::ReadCache::new(file);
     let elf = object::File::parse(&cache).map_err(|e| elf_err(e.to_string()))?;
     let mut symbols = Symbols::default();
@@ -420,23 +445,7 @@ pub fn detect_module(
     if !nv.is_supported() {
         return Err(unsupported(nv, false));
     }
-    // The file as the process sees it (containers: another mount namespace), else the mapping
-    // itself: a process in a chroot has its maps named from the reader's root.
-    let in_root = PathBuf::from(format!("/proc/{pid}/root")).join(
-        module
-            .path
-            .strip_prefix("/")
-            .unwrap_or(module.path.as_path()),
-    );
-    let host_path = if in_root.is_file() {
-        in_root
-    } else {
-        PathBuf::from(format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            module.base, module.base_end
-        ))
-    };
-    let elf = read_elf(pid, &host_path, nv.minor)?;
+    let elf = read_elf(pid, &module, nv.minor)?;
     let bias = module.base.wrapping_sub(elf.first_vaddr);
     let missing = |symbol: &'static str| DetectError::MissingSymbol {
         pid,
