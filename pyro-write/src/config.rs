@@ -330,8 +330,19 @@ pub struct WriterConfig {
     /// queueing it; a broken one is refused with [`AppendError::InvalidProfile`](pyro_core::AppendError)
     /// instead of being sent. Pyroscope answers a malformed payload with `unknown` (HTTP 500),
     /// which is retried, so without this check a broken profile is sent
-    /// `max_backoff_retries + 1` times. Costs a gunzip and a decode per profile. Default `false`.
+    /// `max_backoff_retries + 1` times. Costs a gunzip and a decode per profile. Default `false`
+    /// (but the [`limits`](Self::limits) decode and check every profile anyway unless all are
+    /// off).
     pub check_profiles: bool,
+    /// Pyroscope's ingest limits (its `limits` block: names and defaults of
+    /// [`IngestLimits`](pyro_core::limits::IngestLimits)). Every profile is checked before it is
+    /// queued; one that breaks a limit — which Pyroscope would answer with 400 — is refused with
+    /// [`AppendError::InvalidProfile`](pyro_core::AppendError) naming the rule, counted in
+    /// `pyroscope_write_dropped_profiles_total{endpoint="-",reason=<rule>}`, logged once per rule
+    /// at `warn` (then at `debug`), and never sent or retried. Set them to the server's values
+    /// when it overrides Pyroscope's defaults; [`IngestLimits::disabled`](pyro_core::limits::IngestLimits::disabled)
+    /// turns the check off (and saves decoding every profile).
+    pub limits: pyro_core::limits::IngestLimits,
 }
 
 #[cfg(test)]

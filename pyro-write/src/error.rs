@@ -190,7 +190,8 @@ pub enum ConfigError {
 pub enum DropReason {
     /// Its labels break a Pyroscope rule (it was sent nowhere).
     InvalidLabels,
-    /// Its pprof payload is broken (with [`WriterConfig::check_profiles`](crate::WriterConfig)).
+    /// Its pprof payload is broken (checked with [`WriterConfig::check_profiles`](crate::WriterConfig)
+    /// or ingest limits on).
     InvalidProfile,
     /// The endpoint's queue stayed full.
     QueueFull,
@@ -202,6 +203,10 @@ pub enum DropReason {
     RetriesExhausted,
     /// The writer shut down (or its flush timed out) before the profile was delivered.
     Shutdown,
+    /// It breaks one of Pyroscope's ingest limits ([`WriterConfig::limits`](crate::WriterConfig)),
+    /// so Pyroscope would refuse it: it was sent nowhere. The metric label is the rule
+    /// (`profile_size_limit`, `not_in_ingestion_window`, …).
+    Limit(pyro_core::limits::Rule),
 }
 
 impl DropReason {
@@ -215,6 +220,7 @@ impl DropReason {
             Self::Rejected => "rejected",
             Self::RetriesExhausted => "retries_exhausted",
             Self::Shutdown => "shutdown",
+            Self::Limit(rule) => rule.as_str(),
         }
     }
 }
@@ -265,9 +271,10 @@ impl From<DeliveryError> for pyro_core::AppendError {
     fn from(e: DeliveryError) -> Self {
         use pyro_core::AppendError;
         match e.reason {
-            DropReason::InvalidLabels | DropReason::InvalidProfile | DropReason::TooLarge => {
-                AppendError::invalid_profile(e)
-            }
+            DropReason::InvalidLabels
+            | DropReason::InvalidProfile
+            | DropReason::TooLarge
+            | DropReason::Limit(_) => AppendError::invalid_profile(e),
             DropReason::QueueFull => AppendError::ResourceExhausted(Box::new(e)),
             DropReason::Shutdown => AppendError::Shutdown,
             DropReason::RetriesExhausted => match e.code() {

@@ -471,7 +471,15 @@ async fn memory_stays_bounded_while_an_endpoint_is_down() {
         when_full: FullPolicy::FailFast,
     };
     let mut registry = Registry::default();
-    let w = writer(vec![ep], AppendMode::Enqueue, &mut registry);
+    // The payload is random bytes, not a pprof: the ingest limits (which decode it) are off.
+    let w = Writer::builder(WriterConfig {
+        endpoints: vec![ep],
+        limits: pyro_core::limits::IngestLimits::disabled(),
+        ..WriterConfig::default()
+    })
+    .with_metrics(WriteMetrics::register(&mut registry))
+    .spawn()
+    .unwrap();
     // ~10 KB profiles (incompressible payload), 1000 per second.
     let payload: Vec<u8> = (0..10_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)

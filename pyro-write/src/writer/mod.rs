@@ -7,7 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
 use futures_util::future::join_all;
+use pyro_core::limits::{IngestLimits, LimitError, Rule};
 use pyro_core::{AppendError, Labels, LifecycleError, Profile, Receiver, Sink, async_trait};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -56,9 +61,15 @@ pub struct EndpointStats {
 ///
 /// **Label policy** (before anything is queued): labels starting with `__` are dropped except
 /// `__name__` and `__delta__`; `external_labels` are set over the profile's own; the result must
-/// pass [`Labels::validate`]. A profile that fails is refused alone with
-/// [`AppendError::InvalidLabels`] and counted as dropped (`endpoint="-"`,
+/// pass [`Labels::validate_with`] the configured label limits. A profile that fails is refused
+/// alone with [`AppendError::InvalidLabels`] and counted as dropped (`endpoint="-"`,
 /// `reason="invalid_labels"`); it is sent nowhere.
+///
+/// **Ingest limits** ([`WriterConfig::limits`]): then the profile is checked against
+/// Pyroscope's ingest limits (decompressed size, samples, ingestion window, sample type names,
+/// label counts after sample labels are promoted, label lengths). One that breaks a limit is
+/// refused alone with [`AppendError::InvalidProfile`] naming the rule, counted with
+/// `endpoint="-"`, `reason=<rule>`, logged at `warn` once per rule, and sent nowhere.
 ///
 /// **Queues.** Each endpoint has a bounded queue ([`QueueConfig`]: bytes and profiles) drained
 /// by its own worker with up to `concurrency` pushes in flight, each retrying on its own with
@@ -95,6 +106,9 @@ pub struct Writer {
     /// `Some(clean)` once every worker has finished.
     done: watch::Receiver<Option<bool>>,
     check_profiles: bool,
+    limits: IngestLimits,
+    /// The rules already logged at `warn` (each cause once).
+    logged: Mutex<BTreeSet<Rule>>,
     metrics: WriteMetrics,
 }
 
@@ -283,6 +297,8 @@ impl Writer {
             shutdown,
             done,
             check_profiles: config.check_profiles,
+            limits: config.limits,
+            logged: Mutex::new(BTreeSet::new()),
             metrics,
         };
         Ok((writer, workers, done_tx))
@@ -308,8 +324,58 @@ impl Writer {
         for (name, value) in &self.external_labels {
             labels.set(name.as_str(), value.as_str());
         }
-        labels.validate()?;
+        labels.validate_with(&self.limits.labels())?;
         Ok(labels)
+    }
+
+    /// Checks a profile (labels prepared) against the ingest limits; refusals are counted by
+    /// rule and logged at `warn` once per rule.
+    fn check_limits(&self, profile: &Profile) -> Result<(), AppendError> {
+        let decoded = match pyro_core::pprof::decode(
+            &profile.raw,
+            pyro_core::pprof::DEFAULT_MAX_DECODED_SIZE,
+        ) {
+            Ok(p) => p,
+            Err(pyro_core::pprof::PprofError::TooLarge { limit }) => {
+                // Decoding stopped at its cap: over max_profile_size_bytes if that is lower.
+                match self
+                    .limits
+                    .check_size(&profile.labels, limit.saturating_add(1))
+                {
+                    Err(e) => return Err(self.refuse_limit(profile, e)),
+                    Ok(()) => {
+                        self.refuse(DropReason::InvalidProfile, profile.raw.len());
+                        return Err(AppendError::invalid_profile(
+                            pyro_core::pprof::PprofError::TooLarge { limit },
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                self.refuse(DropReason::InvalidProfile, profile.raw.len());
+                tracing::debug!(labels = %profile.labels, error = %e, "profile refused: invalid pprof");
+                return Err(AppendError::invalid_profile(e));
+            }
+        };
+        self.limits
+            .check(&profile.labels, &decoded, SystemTime::now())
+            .map_err(|e| self.refuse_limit(profile, e))
+    }
+
+    fn refuse_limit(&self, profile: &Profile, e: LimitError) -> AppendError {
+        let rule = e.rule();
+        self.refuse(DropReason::Limit(rule), profile.raw.len());
+        let first = self
+            .logged
+            .lock()
+            .map(|mut seen| seen.insert(rule))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(rule = %rule, error = %e, "profile refused: Pyroscope would reject it (further refusals for this rule are logged at debug)");
+        } else {
+            tracing::debug!(rule = %rule, error = %e, "profile refused: Pyroscope would reject it");
+        }
+        AppendError::invalid_profile(e)
     }
 
     /// A snapshot of every endpoint's queue.
@@ -380,7 +446,9 @@ impl Receiver for Writer {
                 return Err(AppendError::InvalidLabels(e));
             }
         };
-        if self.check_profiles {
+        if self.limits != IngestLimits::disabled() {
+            self.check_limits(&profile)?;
+        } else if self.check_profiles {
             let checked =
                 pyro_core::pprof::decode(&profile.raw, pyro_core::pprof::DEFAULT_MAX_DECODED_SIZE)
                     .and_then(|p| pyro_core::pprof::check_valid(&p));
