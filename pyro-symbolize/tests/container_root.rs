@@ -14,6 +14,10 @@
 //! resolves against the host's root. The host file sits on a fresh tmpfs as the first file,
 //! like the container's library on its own fresh tmpfs, so both have the same inode number and
 //! an inode check alone does not notice the substitution.
+//!
+//! A second test (no root needed: a procfs view built in a temporary directory) plants the
+//! build-id debug file of a stripped binary as an absolute symlink to a host debug file with
+//! the same build id and host symbol names.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
@@ -316,4 +320,114 @@ exec chroot "$R" /prog {ds}/R{ds}/H/libfoo.so {ds}/jit.map"#
     }
     drop(prog);
     drop(mounted);
+}
+
+/// A program whose functions are `<PREFIX>alpha`/`<PREFIX>beta`; prints `alpha`'s address.
+const DEBUG_PROG: &str = r#"
+#include <stdio.h>
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+#define F(n) CAT(PREFIX, n)
+__attribute__((noinline)) int F(alpha)(int x) { return x * 3 + 1; }
+__attribute__((noinline)) int F(beta)(int x) { return F(alpha)(x) ^ 0x55; }
+int main(void) {
+    printf("alpha %lx\nready\n", (unsigned long)&F(alpha));
+    fflush(stdout);
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {}
+    return F(beta)(1) == 0;
+}
+"#;
+
+#[test]
+fn a_debug_file_planted_as_an_absolute_symlink_is_read_inside_the_root() {
+    let (Some(cc), Some(objcopy)) = (pyro_testkit::tool("cc"), pyro_testkit::tool("objcopy"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    std::fs::write(d.join("prog.c"), DEBUG_PROG).unwrap();
+    // Both builds carry the same GNU build id, so the host's debug file "matches".
+    let build_id = "0123456789abcdef0123456789abcdef01234567";
+    let build = |prefix: &str, out: &Path| {
+        run(Command::new(&cc)
+            .args(["-O1", "-g", &format!("-DPREFIX={prefix}")])
+            .arg(format!("-Wl,--build-id=0x{build_id}"))
+            .arg("-o")
+            .arg(out)
+            .arg(d.join("prog.c")));
+    };
+    let exe = d.join("prog");
+    build("container_", &exe);
+    let container_debug = d.join("container.debug");
+    run(Command::new(&objcopy)
+        .arg("--only-keep-debug")
+        .arg(&exe)
+        .arg(&container_debug));
+    run(Command::new(&objcopy).arg("--strip-all").arg(&exe));
+    build("host_only_", &d.join("host"));
+    // The host file a container could point at: a debug file with host symbol names.
+    let planted = d.join("planted.debug");
+    run(Command::new(&objcopy)
+        .arg("--only-keep-debug")
+        .arg(d.join("host"))
+        .arg(&planted));
+
+    let mut child = pyro_testkit::spawn(
+        Command::new(&exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    )
+    .unwrap();
+    let mut prog = Prog {
+        _stdin: child.stdin.take().unwrap(),
+        stdout: BufReader::new(child.stdout.take().unwrap()),
+        child,
+    };
+    let addrs = prog.read_addrs();
+    let pid = prog.child.id();
+
+    // A procfs view of the process whose root holds the binary, and at the build-id path an
+    // absolute symlink to `<d>/planted.debug`: the host's file outside the root, the
+    // container's own debug file inside it.
+    let proc = tempfile::tempdir().unwrap();
+    let pdir = proc.path().join(pid.to_string());
+    let root = pdir.join("root");
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(inside(&d)).unwrap();
+    std::fs::hard_link(&exe, inside(&exe)).unwrap();
+    std::fs::copy(&container_debug, inside(&planted)).unwrap();
+    let link = root.join(format!(
+        "usr/lib/debug/.build-id/{}/{}.debug",
+        &build_id[..2],
+        &build_id[2..]
+    ));
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&planted, &link).unwrap();
+    std::fs::copy(format!("/proc/{pid}/maps"), pdir.join("maps")).unwrap();
+    // The trap is armed: a plain open of the link reads the host's file.
+    assert_eq!(
+        std::fs::read(&link).unwrap(),
+        std::fs::read(&planted).unwrap()
+    );
+
+    let sym = Symbolizer::new(SymbolizerConfig {
+        proc_root: proc.path().to_owned(),
+        ..SymbolizerConfig::default()
+    });
+    let frame = sym.symbolize_user(pid, &[addrs[0].1]).remove(0);
+    assert!(!frame.name.contains("host_only"), "{frame:?}");
+    assert_eq!(
+        (&*frame.name, frame.resolved),
+        ("container_alpha", true),
+        "{frame:?}"
+    );
+    assert!(
+        frame
+            .lines
+            .iter()
+            .all(|l| !l.function.contains("host_only")),
+        "{frame:?}"
+    );
 }
