@@ -150,6 +150,23 @@ pub struct KernelCounters {
     pub table_fp_frames: u64,
 }
 
+/// Entries of the kernel side's per-process maps, as
+/// [`Collector::kernel_map_entries`](crate::Collector::kernel_map_entries) counts them: they
+/// follow the live processes, not every process ever seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelMapEntries {
+    /// Processes the pid filter classified (profiled or ignored).
+    pub pids: u64,
+    /// CPython processes whose frames the kernel walks.
+    pub python: u64,
+    /// Processes with unwind tables.
+    pub unwind_procs: u64,
+    /// Executable mappings of those processes (LPM trie entries).
+    pub unwind_mappings: u64,
+    /// Pages of the loaded unwind tables.
+    pub unwind_pages: u64,
+}
+
 /// The loaded and attached kernel side. Dropping it detaches the program from every CPU and
 /// frees its maps.
 pub(crate) struct BpfSampler {
@@ -362,6 +379,21 @@ impl BpfSampler {
         for pid in python {
             self.forget_python(pid);
         }
+    }
+
+    /// Counts the entries of the per-process maps (one key walk per map).
+    pub(crate) fn map_entries(&self) -> KernelMapEntries {
+        let mut entries = KernelMapEntries {
+            pids: self.pids.keys().filter(Result::is_ok).count() as u64,
+            python: self.py_procs.keys().filter(Result::is_ok).count() as u64,
+            ..KernelMapEntries::default()
+        };
+        if let Some(u) = &self.unwind {
+            entries.unwind_procs = u.procs.keys().filter(Result::is_ok).count() as u64;
+            entries.unwind_mappings = u.mappings.keys().filter(Result::is_ok).count() as u64;
+            entries.unwind_pages = u.pages.keys().filter(Result::is_ok).count() as u64;
+        }
+        entries
     }
 
     /// The table unwinder's maps, when table unwinding is on.

@@ -70,6 +70,12 @@ pub struct EbpfConfig {
     /// least recently seen files are evicted beyond it, their processes falling back to frame
     /// pointers. 1 to 1024.
     pub unwind_tables_memory_mib: u32,
+    /// Profile only the processes that match a target (`targets_only`, true). False: every
+    /// other user-space process is profiled too, under Alloy's default target
+    /// `{service_name="ebpf/unspecified"}` (kernel threads are left out).
+    pub targets_only: bool,
+    /// Give every sample the pprof sample label `pid` (`pid_label`, false), as Alloy ≥ 1.15.
+    pub pid_label: bool,
 }
 
 impl Default for EbpfConfig {
@@ -89,6 +95,8 @@ impl Default for EbpfConfig {
             debug_info_memory_limit: 256 << 20,
             unwind_tables_enabled: true,
             unwind_tables_memory_mib: 32,
+            targets_only: true,
+            pid_label: false,
         }
     }
 }

@@ -84,10 +84,10 @@ mod profiles;
 mod run;
 mod targets;
 
-pub use bpf::{BpfError, KernelCounters};
+pub use bpf::{BpfError, KernelCounters, KernelMapEntries};
 pub use collector::{Collector, Error, PollStats};
 pub use config::{ConfigError, EbpfConfig, MAX_SAMPLE_RATE};
 pub use metrics::EbpfMetrics;
 pub use pyro_core::cgroup::container_id_from_cgroup;
 pub use run::{CollectorBuilder, CollectorHandle, DEFAULT_POLL_INTERVAL};
-pub use targets::PROFILE_NAME;
+pub use targets::{DEFAULT_SERVICE_NAME, PROFILE_NAME};

@@ -52,6 +52,8 @@ pub struct EbpfMetrics {
     pub(crate) unwind_unsupported_rows: Counter,
     pub(crate) unwind_samples: Family<MethodLabel, Counter>,
     pub(crate) unwind_truncated: Counter,
+    pub(crate) process_changes: Counter,
+    pub(crate) tracked_processes: Gauge,
 }
 
 /// Label of the unwound-samples counter.
@@ -79,7 +81,10 @@ impl EbpfMetrics {
     /// `pyroscope_ebpf_unwind_tables_evicted_total`, `pyroscope_ebpf_unwind_table_errors_total`,
     /// `pyroscope_ebpf_unwind_unsupported_rows_total` (rows of loaded tables the kernel cannot
     /// follow), `pyroscope_ebpf_unwind_samples_total{method="table"|"frame_pointer"}` and
-    /// `pyroscope_ebpf_unwind_truncated_total`.
+    /// `pyroscope_ebpf_unwind_truncated_total`; for process churn (pyro-only)
+    /// `pyroscope_ebpf_process_changes_total` (processes classified again after an exec or a
+    /// pid reuse) and `pyroscope_ebpf_tracked_processes` (processes with state, after the last
+    /// collection's sweep of exited ones).
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         registry.register(
@@ -186,6 +191,16 @@ impl EbpfMetrics {
             "pyroscope_ebpf_unwind_truncated",
             "Table-unwound samples cut at the frame limit",
             m.unwind_truncated.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_process_changes",
+            "Processes classified again after an exec or a pid reuse",
+            m.process_changes.clone(),
+        );
+        registry.register(
+            "pyroscope_ebpf_tracked_processes",
+            "Processes the eBPF profiler keeps state for",
+            m.tracked_processes.clone(),
         );
         m
     }

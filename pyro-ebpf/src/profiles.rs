@@ -89,8 +89,9 @@ fn location(
 #[derive(Debug)]
 struct ProcessSamples {
     target: Arc<ResolvedTarget>,
-    comm: Arc<str>,
-    stacks: HashMap<Box<[StackFrame]>, u64>,
+    /// Stacks by the process name they are rooted at: a process that execs another program
+    /// within an interval has samples under both names.
+    stacks: HashMap<(Arc<str>, Box<[StackFrame]>), u64>,
 }
 
 /// A profile built by [`Aggregator::build`] with what it holds.
@@ -105,14 +106,17 @@ pub(crate) struct BuiltProfile {
 #[derive(Debug)]
 pub(crate) struct Aggregator {
     sample_rate: u32,
+    /// Add the sample label `pid` (`pid_label`).
+    pid_label: bool,
     started: SystemTime,
     processes: HashMap<(u64, u32), ProcessSamples>,
 }
 
 impl Aggregator {
-    pub(crate) fn new(sample_rate: u32) -> Self {
+    pub(crate) fn new(sample_rate: u32, pid_label: bool) -> Self {
         Self {
             sample_rate,
+            pid_label,
             started: SystemTime::now(),
             processes: HashMap::new(),
         }
@@ -132,10 +136,9 @@ impl Aggregator {
             .entry((target.fingerprint, pid))
             .or_insert_with(|| ProcessSamples {
                 target: target.clone(),
-                comm: comm.clone(),
                 stacks: HashMap::new(),
             });
-        *entry.stacks.entry(stack).or_insert(0) += count;
+        *entry.stacks.entry((comm.clone(), stack)).or_insert(0) += count;
     }
 
     /// Whether nothing was added since the last build.
@@ -166,24 +169,30 @@ impl Aggregator {
         processes.sort_by_key(|(key, _)| *key);
         processes
             .into_iter()
-            .map(|(_, p)| {
+            .map(|((_, pid), p)| {
+                let pid = pid.to_string();
+                let sample_labels: &[(&str, &str)] = if self.pid_label {
+                    &[("pid", &pid)]
+                } else {
+                    &[]
+                };
                 let mut builder = ProfileBuilder::cpu(self.sample_rate);
                 builder.set_time(nanos(start), duration);
                 let period = builder.period();
                 let mut samples = 0u64;
                 let mut mappings = HashMap::new();
                 let mut locations: Vec<u64> = Vec::new();
-                for (stack, count) in &p.stacks {
+                for ((comm, stack), count) in &p.stacks {
                     // Leaf first, the process name as root.
                     locations.clear();
                     for f in stack.iter().rev() {
                         locations.push(location(&mut builder, &mut mappings, f));
                     }
-                    locations.push(builder.frame(&p.comm));
+                    locations.push(builder.frame(comm));
                     let value = i64::try_from(*count)
                         .unwrap_or(i64::MAX)
                         .saturating_mul(period);
-                    builder.add_sample(&locations, &[value]);
+                    builder.add_sample_with_labels(&locations, &[value], sample_labels);
                     samples += count;
                 }
                 BuiltProfile {
@@ -230,7 +239,7 @@ mod tests {
                 .map(|n| StackFrame::Name(Arc::from(*n)))
                 .collect::<Box<[_]>>()
         };
-        let mut agg = Aggregator::new(100);
+        let mut agg = Aggregator::new(100, false);
         agg.add(&a, 1, &comm, stack(&["main", "work"]), 3);
         agg.add(&a, 1, &comm, stack(&["main", "work"]), 2);
         agg.add(&a, 1, &comm, stack(&["main", "idle"]), 1);
@@ -256,6 +265,34 @@ mod tests {
             ]
         );
         assert!(pprof.duration_nanos >= 0 && pprof.time_nanos > 0);
+    }
+
+    #[test]
+    fn pid_label_is_on_every_sample_when_asked() {
+        let idx = TargetIndex::with_default(&[], false);
+        let rest = idx.lookup(7, || None).unwrap();
+        let comm: Arc<str> = Arc::from("sh");
+        let frames = |n: &str| Box::from([StackFrame::Name(Arc::from(n))]);
+        for (pid_label, want) in [(true, vec![vec!["7".to_owned()]; 2]), (false, vec![])] {
+            let mut agg = Aggregator::new(100, pid_label);
+            agg.add(&rest, 7, &comm, frames("a"), 1);
+            agg.add(&rest, 7, &comm, frames("b"), 1);
+            let built = agg.build();
+            let pprof = decode(&built[0].profile.raw, DEFAULT_MAX_DECODED_SIZE).unwrap();
+            let pids: Vec<Vec<String>> = pprof
+                .sample
+                .iter()
+                .map(|s| {
+                    s.label
+                        .iter()
+                        .filter(|l| pprof.string(l.key) == "pid")
+                        .map(|l| pprof.string(l.str).to_owned())
+                        .collect()
+                })
+                .filter(|v: &Vec<String>| !v.is_empty())
+                .collect();
+            assert_eq!(pids, want, "pid_label {pid_label}");
+        }
     }
 
     #[test]
@@ -310,7 +347,7 @@ mod tests {
             .map(StackFrame::user)
             .chain([StackFrame::Name(Arc::from("do_syscall_64"))])
             .collect();
-        let mut agg = Aggregator::new(100);
+        let mut agg = Aggregator::new(100, false);
         agg.add(&target, 1, &Arc::from("app"), stack, 3);
         let built = agg.build();
         let pprof = decode(&built[0].profile.raw, DEFAULT_MAX_DECODED_SIZE).unwrap();

@@ -27,7 +27,7 @@ pub(crate) struct ResolvedTarget {
 }
 
 impl ResolvedTarget {
-    fn new(target: &Target, matched_by: (&str, &str)) -> Self {
+    fn new(target: &Target, matched_by: Option<(&str, &str)>) -> Self {
         let service_name = infer_service_name(target.labels()).into_owned();
         let mut labels = target.labels().clone();
         labels.retain(|l| {
@@ -35,7 +35,9 @@ impl ResolvedTarget {
         });
         labels.set_if_absent(names::SERVICE_NAME, service_name.clone());
         labels.set_if_absent(names::METRIC_NAME, PROFILE_NAME);
-        labels.set(matched_by.0, matched_by.1);
+        if let Some((name, value)) = matched_by {
+            labels.set(name, value);
+        }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         labels.hash(&mut h);
         Self {
@@ -52,23 +54,54 @@ impl ResolvedTarget {
 pub(crate) struct TargetIndex {
     by_pid: HashMap<u32, Arc<ResolvedTarget>>,
     by_container: HashMap<String, Arc<ResolvedTarget>>,
+    /// The target of processes matching none (`targets_only = false`).
+    default: Option<Arc<ResolvedTarget>>,
 }
 
+/// `service_name` of the profiles of processes matching no target when `targets_only` is
+/// false, as Alloy names it.
+pub const DEFAULT_SERVICE_NAME: &str = "ebpf/unspecified";
+
 impl TargetIndex {
+    /// The index of `targets`, with Alloy's default target for every other process when
+    /// `targets_only` is false.
+    pub(crate) fn with_default(targets: &[Target], targets_only: bool) -> Self {
+        let mut index = Self::new(targets);
+        if !targets_only {
+            let target = Target::new(pyro_core::Labels::from_iter([(
+                names::SERVICE_NAME,
+                DEFAULT_SERVICE_NAME,
+            )]));
+            index.default = Some(Arc::new(ResolvedTarget::new(&target, None)));
+        }
+        index
+    }
+
     pub(crate) fn new(targets: &[Target]) -> Self {
         let mut index = Self::default();
         for target in targets {
             if let Some(pid) = target.pid() {
-                let resolved = ResolvedTarget::new(target, (names::PROCESS_PID, &pid.to_string()));
+                let resolved =
+                    ResolvedTarget::new(target, Some((names::PROCESS_PID, &pid.to_string())));
                 index.by_pid.insert(pid, Arc::new(resolved));
             } else if let Some(id) = target.container_id() {
-                let resolved = ResolvedTarget::new(target, (names::CONTAINER_ID, id));
+                let resolved = ResolvedTarget::new(target, Some((names::CONTAINER_ID, id)));
                 index.by_container.insert(id.to_owned(), Arc::new(resolved));
             } else {
                 tracing::debug!(labels = %target.labels(), "Target has no pid or container id; ignored.");
             }
         }
         index
+    }
+
+    /// The pids the targets name.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.by_pid.keys().copied().collect()
+    }
+
+    /// Whether a target names `pid`.
+    pub(crate) fn names_pid(&self, pid: u32) -> bool {
+        self.by_pid.contains_key(&pid)
     }
 
     /// Number of usable targets.
@@ -86,11 +119,12 @@ impl TargetIndex {
         if let Some(t) = self.by_pid.get(&pid) {
             return Some(t.clone());
         }
-        if self.by_container.is_empty() {
-            return None;
+        if !self.by_container.is_empty()
+            && let Some(t) = container_id().and_then(|id| self.by_container.get(&*id).cloned())
+        {
+            return Some(t);
         }
-        let id = container_id()?;
-        self.by_container.get(&*id).cloned()
+        self.default.clone()
     }
 }
 
@@ -127,6 +161,14 @@ impl ProcReader {
     /// Start time and kernel-thread flag from `/proc/PID/stat`; `None` when the process is gone.
     pub(crate) fn stat(&self, pid: u32) -> Option<ProcStat> {
         pyro_core::proc::stat(&self.root, pid)
+    }
+
+    /// The identity (device, inode) of the program `pid` runs, from `/proc/PID/exe`; changes
+    /// when the process execs another program. `None` when the process is gone.
+    pub(crate) fn exe(&self, pid: u32) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(self.root.join(pid.to_string()).join("exe")).ok()?;
+        Some((meta.dev(), meta.ino()))
     }
 
     /// Forgets what is cached about `pid`.
@@ -168,6 +210,22 @@ mod tests {
         );
         assert!(idx.lookup(12, || Some(Arc::from("d".repeat(64)))).is_none());
         assert!(idx.lookup(13, || None).is_none());
+    }
+
+    #[test]
+    fn targets_only_false_gives_the_rest_alloys_default_target() {
+        let targets = [target(&[("__process_pid__", "10"), ("service_name", "a")])];
+        let only = TargetIndex::with_default(&targets, true);
+        assert!(only.lookup(11, || None).is_none());
+        let all = TargetIndex::with_default(&targets, false);
+        assert_eq!(all.len(), 1);
+        let a = all.lookup(10, || None).unwrap();
+        assert_eq!(a.service_name, "a");
+        let rest = all.lookup(11, || Some(Arc::from("d".repeat(64)))).unwrap();
+        assert_eq!(
+            rest.labels.to_string(),
+            "{__name__=\"process_cpu\", service_name=\"ebpf/unspecified\"}"
+        );
     }
 
     #[test]

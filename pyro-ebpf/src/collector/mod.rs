@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pyro_core::{Profile, Target};
-use pyro_ebpf_common::{PidState, PySampleRecord, SampleRecord};
+use pyro_ebpf_common::{COMM_LEN, PidState, PySampleRecord, SampleRecord};
 use pyro_symbolize::{Frame, Symbolizer, SymbolizerConfig};
 
-use crate::bpf::{BpfError, BpfSampler, KernelCounters, SamplerOptions};
+use crate::bpf::{BpfError, BpfSampler, KernelCounters, KernelMapEntries, SamplerOptions};
 use crate::config::{ConfigError, EbpfConfig};
 use crate::metrics::{Metrics, ReasonLabel, ServiceLabel};
 use crate::profiles::{Aggregator, StackFrame};
@@ -57,8 +58,43 @@ enum Class {
 struct KnownPid {
     /// `None` when the process was already gone when first seen.
     start_time: Option<u64>,
+    /// The program it ran when classified (see [`ProcReader::exe`]); `None` for a kernel
+    /// thread or a process already gone.
+    exe: Option<(u64, u64)>,
+    /// Thread names its samples carried that were checked against `start_time` and `exe`: a
+    /// sample with another name makes the collector check again whether the pid now runs
+    /// another program (exec) or belongs to another process (pid reuse).
+    comms: Vec<[u8; COMM_LEN]>,
     class: Class,
     python: PyState,
+}
+
+/// How long [`Collector::set_targets`] waits for the unwind tables of the processes named by
+/// pid.
+const PREWARM_WAIT: Duration = Duration::from_secs(2);
+
+/// Thread names remembered per process before the check on a new name stops being cached.
+const MAX_CHECKED_COMMS: usize = 32;
+
+impl KnownPid {
+    /// Whether `comm` was already checked for this process.
+    fn checked(&self, comm: &[u8]) -> bool {
+        self.comms.iter().any(|c| comm_eq(c, comm))
+    }
+}
+
+/// Whether a fixed-size, NUL-padded name equals `comm`.
+fn comm_eq(fixed: &[u8; COMM_LEN], comm: &[u8]) -> bool {
+    let end = fixed.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+    &fixed[..end] == comm
+}
+
+/// `comm` as a fixed-size, NUL-padded name.
+fn comm_fixed(comm: &[u8]) -> [u8; COMM_LEN] {
+    let mut out = [0u8; COMM_LEN];
+    let n = comm.len().min(COMM_LEN);
+    out[..n].copy_from_slice(&comm[..n]);
+    out
 }
 
 /// Raw stack of one process, as read from the kernel (leaf first).
@@ -94,6 +130,8 @@ pub struct Collector {
     names: HashMap<RawStack, Box<[StackFrame]>>,
     /// Unwind tables of the profiled processes (`unwind_tables_enabled`).
     tables: Option<tables::Tables>,
+    /// `EbpfConfig::targets_only`.
+    targets_only: bool,
 }
 
 impl std::fmt::Debug for Collector {
@@ -170,7 +208,8 @@ impl Collector {
             symbolizer,
             index: TargetIndex::default(),
             known: HashMap::new(),
-            aggregator: Aggregator::new(config.sample_rate),
+            aggregator: Aggregator::new(config.sample_rate, config.pid_label),
+            targets_only: config.targets_only,
             metrics,
             last_counters: KernelCounters::default(),
             round: HashMap::new(),
@@ -182,13 +221,23 @@ impl Collector {
 
     /// Replaces the targets. Processes are matched again on their next sample.
     pub fn set_targets(&mut self, targets: &[Target]) {
-        self.index = TargetIndex::new(targets);
+        self.index = TargetIndex::with_default(targets, self.targets_only);
         self.metrics
             .active_targets
             .set(i64::try_from(self.index.len()).unwrap_or(i64::MAX));
         self.known.clear();
         self.sampler.clear_pids();
         tracing::debug!(targets = self.index.len(), "eBPF profiler targets updated.");
+        // A process named by pid gets its unwind tables now (waiting for them at most
+        // PREWARM_WAIT), so its first samples are unwound with them (a process found by its container id gets them at its first sample, one
+        // poll later; until then the kernel follows frame pointers). It is classified at its
+        // first sample as before: a Python interpreter may not have mapped its library yet.
+        if let (Some(tables), Some(maps)) = (self.tables.as_mut(), self.sampler.unwind_maps()) {
+            for pid in self.index.pids() {
+                tables.seen(maps, pid, &self.metrics);
+            }
+            tables.complete(maps, Some(Instant::now() + PREWARM_WAIT), &self.metrics);
+        }
     }
 
     /// Drains the samples the kernel side has taken, symbolizes them (while their processes are
@@ -197,6 +246,9 @@ impl Collector {
         let mut stats = PollStats::default();
         let mut round = std::mem::take(&mut self.round);
         self.retry_python();
+        if let (Some(tables), Some(maps)) = (self.tables.as_mut(), self.sampler.unwind_maps()) {
+            tables.complete(maps, None, &self.metrics);
+        }
         let mut records = Vec::new();
         let malformed = self
             .sampler
@@ -221,7 +273,8 @@ impl Collector {
         }
         for (r, python) in records {
             stats.samples += 1;
-            if !self.classify(&r) {
+            self.check_exec(r.pid, r.comm_bytes());
+            if !self.classify(r.pid, r.comm_bytes()) {
                 continue;
             }
             self.tables_seen(r.pid);
@@ -289,6 +342,9 @@ impl Collector {
         self.names.clear();
         let built = self.aggregator.build();
         self.sweep();
+        self.metrics
+            .tracked_processes
+            .set(i64::try_from(self.known.len()).unwrap_or(i64::MAX));
         built
             .into_iter()
             .map(|b| {
@@ -314,25 +370,36 @@ impl Collector {
         self.sampler.counters()
     }
 
-    /// Decides (once per process) whether samples of `r.pid` are profiled; tells the kernel to
-    /// drop the samples of processes that are not.
-    fn classify(&mut self, r: &SampleRecord) -> bool {
-        if let Some(k) = self.known.get(&r.pid) {
+    /// Entries of the kernel side's per-process maps now (each call walks the maps' keys).
+    pub fn kernel_map_entries(&self) -> KernelMapEntries {
+        self.sampler.map_entries()
+    }
+
+    /// Processes the collector keeps state for (classified, not yet seen exiting).
+    pub fn tracked_processes(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Decides (once per process) whether samples of `pid` are profiled; tells the kernel to
+    /// drop the samples of processes that are not. `comm` names the process when procfs no
+    /// longer does.
+    fn classify(&mut self, pid: u32, comm: &[u8]) -> bool {
+        if let Some(k) = self.known.get(&pid) {
             return matches!(k.class, Class::Profile { .. });
         }
-        let stat = self.procs.stat(r.pid);
+        let stat = self.procs.stat(pid);
         let target = if stat.is_some_and(|s| s.kernel_thread) {
             None
         } else {
             let procs = &self.procs;
-            self.index.lookup(r.pid, || procs.container_id(r.pid))
+            self.index.lookup(pid, || procs.container_id(pid))
         };
         let class = match target {
             Some(target) => {
                 let comm = self
                     .procs
-                    .comm(r.pid)
-                    .unwrap_or_else(|| String::from_utf8_lossy(r.comm_bytes()).into_owned());
+                    .comm(pid)
+                    .unwrap_or_else(|| String::from_utf8_lossy(comm).into_owned());
                 Class::Profile {
                     target,
                     comm: Arc::from(comm),
@@ -344,20 +411,25 @@ impl Collector {
             Class::Profile { .. } => PidState::Profile,
             Class::Ignore => PidState::Ignore,
         };
-        if let Err(error) = self.sampler.set_pid_state(r.pid, state) {
-            tracing::debug!(pid = r.pid, %error, "Could not record the process in the pid filter.");
+        if let Err(error) = self.sampler.set_pid_state(pid, state) {
+            tracing::debug!(pid = pid, %error, "Could not record the process in the pid filter.");
         }
-        tracing::trace!(pid = r.pid, ?state, "Process classified.");
+        tracing::trace!(pid = pid, ?state, "Process classified.");
         let profiled = matches!(class, Class::Profile { .. });
         let python = if profiled && self.sampler.python() {
-            self.detect_python(r.pid, 0)
+            self.detect_python(pid, 0)
         } else {
             PyState::Native
         };
+        let exe = stat
+            .filter(|s| !s.kernel_thread)
+            .and_then(|_| self.procs.exe(pid));
         self.known.insert(
-            r.pid,
+            pid,
             KnownPid {
                 start_time: stat.map(|s| s.start_time),
+                exe,
+                comms: vec![comm_fixed(comm)],
                 class,
                 python,
             },
@@ -370,48 +442,95 @@ impl Collector {
         let Some(tables) = self.tables.as_mut() else {
             return;
         };
-        if matches!(
-            self.known.get(&pid),
-            Some(KnownPid {
-                python: PyState::Ready(_) | PyState::Pending { .. },
-                ..
-            })
-        ) && !tables.has(pid)
-        {
-            // The kernel walks Python processes' frames instead.
+        let Some(maps) = self.sampler.unwind_maps() else {
             return;
-        }
-        if let Some(maps) = self.sampler.unwind_maps() {
-            tables.seen(maps, pid, &self.metrics);
+        };
+        match self.known.get(&pid) {
+            // The kernel walks Python processes' frames instead (tables loaded before the
+            // interpreter was detected are dropped).
+            Some(KnownPid {
+                python: PyState::Ready(_),
+                ..
+            }) => {
+                if tables.has(pid) {
+                    tables.forget(maps, pid);
+                }
+            }
+            Some(KnownPid {
+                python: PyState::Pending { .. },
+                ..
+            }) if !tables.has(pid) => {}
+            _ => tables.seen(maps, pid, &self.metrics),
         }
     }
 
-    /// Forgets processes that exited (or whose pid was reused) in the user-space caches, the
-    /// symbolizer and the kernel's pid filter.
+    /// A sample of a known process under a thread name not seen yet: the pid may run another
+    /// program now (exec: a shell becoming Python, a wrapper exec'ing the service) or belong
+    /// to a new process (pid reuse). Then everything known about it is forgotten and it is
+    /// classified again, Python detection and unwind tables included.
+    fn check_exec(&mut self, pid: u32, comm: &[u8]) {
+        match self.known.get(&pid) {
+            Some(k) if !k.checked(comm) => {}
+            _ => return,
+        }
+        if self.same_process(pid) {
+            if let Some(k) = self.known.get_mut(&pid)
+                && k.comms.len() < MAX_CHECKED_COMMS
+            {
+                k.comms.push(comm_fixed(comm));
+            }
+            return;
+        }
+        tracing::debug!(pid, comm = %String::from_utf8_lossy(comm), "Process exec'd or pid reused; classified again.");
+        self.metrics.process_changes.inc();
+        self.forget_process(pid);
+    }
+
+    /// Whether `pid` is still the process (start time) running the program (executable
+    /// identity) it was classified with.
+    fn same_process(&self, pid: u32) -> bool {
+        let Some(k) = self.known.get(&pid) else {
+            return false;
+        };
+        let Some(stat) = self.procs.stat(pid) else {
+            return false;
+        };
+        if Some(stat.start_time) != k.start_time {
+            return false;
+        }
+        stat.kernel_thread || k.exe.is_none() || self.procs.exe(pid) == k.exe
+    }
+
+    /// Forgets `pid` in the user-space caches, the symbolizer, the unwind tables and the
+    /// kernel's pid, Python and unwinder maps.
+    fn forget_process(&mut self, pid: u32) {
+        self.known.remove(&pid);
+        self.procs.forget(pid);
+        self.symbolizer.process_exited(pid);
+        self.sampler.forget_pid(pid);
+        self.sampler.forget_python(pid);
+        if let (Some(tables), Some(maps)) = (self.tables.as_mut(), self.sampler.unwind_maps()) {
+            tables.forget(maps, pid);
+        }
+    }
+
+    /// Forgets processes that exited (or whose pid was reused, or that exec'd another
+    /// program) in the user-space caches, the symbolizer and the kernel's maps.
     fn sweep(&mut self) {
         let gone: Vec<u32> = self
             .known
-            .iter()
-            .filter(|(pid, k)| {
-                let now = self.procs.stat(**pid).map(|s| s.start_time);
-                now.is_none() || now != k.start_time
-            })
-            .map(|(pid, _)| *pid)
+            .keys()
+            .copied()
+            .filter(|&pid| !self.same_process(pid))
             .collect();
         for pid in gone {
-            self.known.remove(&pid);
-            self.procs.forget(pid);
-            self.symbolizer.process_exited(pid);
-            self.sampler.forget_pid(pid);
-            self.sampler.forget_python(pid);
-            if let (Some(tables), Some(maps)) = (self.tables.as_mut(), self.sampler.unwind_maps()) {
-                tables.forget(maps, pid);
-            }
+            self.forget_process(pid);
         }
         // Tables of processes no longer tracked (targets changed).
         if let (Some(tables), Some(maps)) = (self.tables.as_mut(), self.sampler.unwind_maps()) {
             for pid in tables.pids() {
-                if !self.known.contains_key(&pid) {
+                let awaited = self.index.names_pid(pid) && self.procs.stat(pid).is_some();
+                if !self.known.contains_key(&pid) && !awaited {
                     tables.forget(maps, pid);
                 }
             }

@@ -7,9 +7,14 @@
 //! the row array, the first an END sentinel (so a pc before the table's first row finds no
 //! row, never another file's), and one page-index entry per 64 KiB page, whose `first` is the
 //! global index. Mappings go into the LPM trie as exact prefixes of their address range.
+//!
+//! Building a table (parsing a file's CFI) can take long for a large binary, so it happens on
+//! a builder thread: the collector asks for the files it meets and installs the finished
+//! tables at its next poll. Until then the kernel follows frame pointers in that mapping.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pyro_ebpf_common::unwind::{
@@ -45,13 +50,78 @@ impl Loaded {
 }
 
 /// One file mapping of a process as it was loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct ProcMapping {
     start: u64,
     end: u64,
     offset: u64,
     inode: u64,
     file: Option<FileId>,
+    /// Whether the trie has the mapping (its file's table was loaded once).
+    inserted: bool,
+}
+
+impl ProcMapping {
+    fn same_range(&self, other: &Self) -> bool {
+        (self.start, self.end, self.offset, self.inode)
+            == (other.start, other.end, other.offset, other.inode)
+    }
+}
+
+/// A table to build: the file behind `pid`'s mapping at `start..end`.
+#[derive(Debug)]
+struct Request {
+    file: FileId,
+    pid: u32,
+    start: u64,
+    end: u64,
+}
+
+/// A finished (or failed) build.
+#[derive(Debug)]
+struct Built {
+    file: FileId,
+    pid: u32,
+    table: Result<Table, String>,
+}
+
+/// The builder thread: requests in, tables out. Dropping it ends the thread (its request
+/// channel closes).
+#[derive(Debug)]
+struct Builder {
+    requests: mpsc::Sender<Request>,
+    built: mpsc::Receiver<Built>,
+}
+
+impl Builder {
+    fn spawn(proc_root: PathBuf) -> Option<Self> {
+        let (requests, rx) = mpsc::channel::<Request>();
+        let (tx, built) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("pyro-unwind-tables".into())
+            .spawn(move || {
+                for r in rx {
+                    let table = open_mapped(&proc_root, r.pid, r.start, r.end)
+                        .map_err(|e| e.to_string())
+                        .and_then(|(map, _)| Table::from_elf(&map).map_err(|e| e.to_string()));
+                    let done = Built {
+                        file: r.file,
+                        pid: r.pid,
+                        table,
+                    };
+                    if tx.send(done).is_err() {
+                        return;
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Self { requests, built }),
+            Err(error) => {
+                tracing::warn!(%error, "Could not start the unwind-table builder; frame pointers only.");
+                None
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -79,7 +149,16 @@ pub(super) struct Tables {
     free: Vec<(u32, u32)>,
     bytes: u64,
     proc_root: PathBuf,
+    /// `None` when the thread could not start (no tables then).
+    builder: Option<Builder>,
+    /// Files asked for and not built yet.
+    pending: HashSet<FileId>,
+    /// Files whose table could not be built or loaded (not asked for again).
+    failed: HashSet<FileId>,
 }
+
+/// Files remembered as failed before the set is cleared (and they may be tried again).
+const MAX_FAILED: usize = 65_536;
 
 impl Tables {
     pub(super) fn new(maps: &UnwindMaps, budget: u64, proc_root: PathBuf) -> Self {
@@ -90,8 +169,55 @@ impl Tables {
             procs: HashMap::new(),
             free: vec![(0, maps.sizes.rows)],
             bytes: 0,
+            builder: Builder::spawn(proc_root.clone()),
             proc_root,
+            pending: HashSet::new(),
+            failed: HashSet::new(),
         }
+    }
+
+    /// Installs the tables the builder finished; with `wait`, waits until nothing is pending
+    /// or the deadline passes.
+    pub(super) fn complete(
+        &mut self,
+        maps: &mut UnwindMaps,
+        wait: Option<Instant>,
+        metrics: &Metrics,
+    ) {
+        loop {
+            let Some(builder) = &self.builder else {
+                return;
+            };
+            let next = match wait {
+                Some(deadline) if !self.pending.is_empty() => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    builder.built.recv_timeout(left).ok()
+                }
+                _ => builder.built.try_recv().ok(),
+            };
+            let Some(built) = next else {
+                return;
+            };
+            self.pending.remove(&built.file);
+            match built.table {
+                Ok(table) => self.install(maps, built.pid, built.file, &table, metrics),
+                Err(error) => {
+                    tracing::debug!(pid = built.pid, %error, "No unwind table for the mapping.");
+                    self.fail(built.file, metrics);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, file: FileId, metrics: &Metrics) {
+        metrics.unwind_table_errors.inc();
+        if self.failed.len() >= MAX_FAILED {
+            self.failed.clear();
+        }
+        self.failed.insert(file);
     }
 
     /// The processes whose mappings are loaded.
@@ -137,45 +263,46 @@ impl Tables {
             .unwrap_or_default();
         let mut mappings = Vec::with_capacity(exec.len());
         for m in &exec {
-            let prev = old.iter().find(|o| {
-                (o.start, o.end, o.offset, o.inode) == (m.start, m.end, m.offset, m.inode)
-            });
-            let file = match prev {
-                Some(p) => p.file,
-                None if m.inode != 0 && m.path.is_some() => {
-                    self.identify(pid, m.start, m.end, m.dev, m.inode)
-                }
-                None => None,
-            };
-            mappings.push(ProcMapping {
+            let mut mapping = ProcMapping {
                 start: m.start,
                 end: m.end,
                 offset: m.offset,
                 inode: m.inode,
-                file,
-            });
+                file: None,
+                inserted: false,
+            };
+            match old.iter().find(|o| o.same_range(&mapping)) {
+                Some(prev) => {
+                    mapping.file = prev.file;
+                    mapping.inserted = prev.inserted;
+                }
+                None if m.inode != 0 && m.path.is_some() => {
+                    mapping.file = self.identify(pid, m.start, m.end, m.dev, m.inode);
+                }
+                None => {}
+            }
+            mappings.push(mapping);
         }
         // Drop the trie entries of mappings that went away or changed.
         for o in &old {
-            if !mappings.contains(o) {
+            if o.inserted && !mappings.iter().any(|m| m.same_range(o)) {
                 remove_mapping(maps, pid, o);
             }
         }
-        for m in &mappings {
+        for m in &mut mappings {
             let Some(file) = m.file else {
                 // No table (anonymous, JIT, unreadable): the trie has no entry, the kernel
                 // takes the frame pointer there.
                 continue;
             };
-            if !self.files.contains_key(&file) {
-                self.load_file(maps, pid, m, file, now, metrics);
-            }
-            let Some(f) = self.files.get_mut(&file) else {
-                continue;
-            };
-            f.last_seen = now;
-            if !old.contains(m) {
-                insert_mapping(maps, &self.proc_root, pid, m, file);
+            match self.files.get_mut(&file) {
+                Some(f) => {
+                    f.last_seen = now;
+                    if !m.inserted {
+                        m.inserted = insert_mapping(maps, &self.proc_root, pid, m, file);
+                    }
+                }
+                None => self.request(pid, m, file),
             }
         }
         if let Err(error) = maps.procs.insert(pid, 1, 0) {
@@ -212,31 +339,44 @@ impl Tables {
         id
     }
 
-    fn load_file(
+    /// Asks the builder for `file`'s table (once while it is pending; never after it failed).
+    fn request(&mut self, pid: u32, m: &ProcMapping, file: FileId) {
+        if self.pending.contains(&file) || self.failed.contains(&file) {
+            return;
+        }
+        let Some(builder) = &self.builder else {
+            return;
+        };
+        let request = Request {
+            file,
+            pid,
+            start: m.start,
+            end: m.end,
+        };
+        if builder.requests.send(request).is_ok() {
+            self.pending.insert(file);
+        }
+    }
+
+    /// Loads a built table into the kernel (evicting the least recently seen ones beyond the
+    /// budget), then the trie entries of every process mapping the file.
+    fn install(
         &mut self,
         maps: &mut UnwindMaps,
         pid: u32,
-        m: &ProcMapping,
         file: FileId,
-        now: Instant,
+        table: &Table,
         metrics: &Metrics,
     ) {
-        let table = match open_mapped(&self.proc_root, pid, m.start, m.end)
-            .map_err(|e| e.to_string())
-            .and_then(|(map, _)| Table::from_elf(&map).map_err(|e| e.to_string()))
-        {
-            Ok(table) => table,
-            Err(error) => {
-                tracing::debug!(pid, start = m.start, %error, "No unwind table for the mapping.");
-                metrics.unwind_table_errors.inc();
-                return;
-            }
-        };
+        if self.files.contains_key(&file) {
+            return;
+        }
+        let now = Instant::now();
         let slots = table.rows().len() as u64 + 1;
         let bytes = slots * size_of::<Row>() as u64 + table.pages().len() as u64 * PAGE_ENTRY_BYTES;
         if bytes > self.budget || slots > u64::from(maps.sizes.rows) {
             tracing::debug!(pid, bytes, "Unwind table larger than the whole budget.");
-            metrics.unwind_table_errors.inc();
+            self.fail(file, metrics);
             return;
         }
         let slots = slots as u32;
@@ -281,14 +421,22 @@ impl Tables {
             base,
             slots,
             pages,
-            unsupported: table.stats().unsupported_rows as u64,
+            unsupported: table.stats().unsupported_rows,
             last_seen: now,
         };
         self.bytes += loaded.bytes();
         metrics.unwind_tables_loaded.inc();
         metrics.unwind_unsupported_rows.inc_by(loaded.unsupported);
+        metrics.unwind_table_bytes.set(self.bytes as i64);
         tracing::debug!(pid, rows = slots - 1, bytes, "Unwind table loaded.");
         self.files.insert(file, loaded);
+        for (&pid, p) in &mut self.procs {
+            for m in &mut p.mappings {
+                if m.file == Some(file) && !m.inserted {
+                    m.inserted = insert_mapping(maps, &self.proc_root, pid, m, file);
+                }
+            }
+        }
     }
 
     fn page_entries(&self) -> u64 {
@@ -325,7 +473,7 @@ impl Tables {
     pub(super) fn forget(&mut self, maps: &mut UnwindMaps, pid: u32) {
         let _ = maps.procs.remove(&pid);
         if let Some(p) = self.procs.remove(&pid) {
-            for m in &p.mappings {
+            for m in p.mappings.iter().filter(|m| m.inserted) {
                 remove_mapping(maps, pid, m);
             }
         }
@@ -361,7 +509,7 @@ impl Tables {
 /// Maps the file behind `pid`'s mapping at `start..end` (through `map_files`, which works for
 /// other mount namespaces and deleted files).
 fn open_mapped(
-    proc_root: &std::path::Path,
+    proc_root: &Path,
     pid: u32,
     start: u64,
     end: u64,
@@ -374,19 +522,19 @@ fn open_mapped(
     Ok((map, file))
 }
 
+/// Adds `pid`'s mapping `m` of `file` to the trie; false when it could not.
 fn insert_mapping(
     maps: &mut UnwindMaps,
-    proc_root: &std::path::Path,
+    proc_root: &Path,
     pid: u32,
     m: &ProcMapping,
     file: FileId,
-) {
-    let bias = match open_mapped(proc_root, pid, m.start, m.end)
+) -> bool {
+    let Some(bias) = open_mapped(proc_root, pid, m.start, m.end)
         .ok()
         .and_then(|(map, _)| pyro_unwind::load_bias(&map, m.start, m.offset))
-    {
-        Some(bias) => bias,
-        None => return,
+    else {
+        return false;
     };
     let value = Mapping {
         file_id: file.0,
@@ -400,9 +548,11 @@ fn insert_mapping(
         let key = UnwindMaps::mapping_key(pid, addr, len);
         if let Err(error) = maps.mappings.insert(&key, value, 0) {
             tracing::debug!(pid, %error, "Could not add a mapping to the unwinder's trie.");
-            return;
+            remove_mapping(maps, pid, m);
+            return false;
         }
     }
+    true
 }
 
 fn remove_mapping(maps: &mut UnwindMaps, pid: u32, m: &ProcMapping) {
