@@ -283,3 +283,35 @@ fn corrupt_and_truncated_dwarf_give_errors_not_panics() {
     }
     assert!(kinds.contains("loaded"), "{kinds:?}");
 }
+
+#[inline(never)]
+fn capped_marker() -> u64 {
+    std::hint::black_box(7)
+}
+
+#[test]
+fn a_mapped_file_over_the_elf_size_cap_is_not_read() {
+    let addr = capped_marker as fn() -> u64 as usize as u64;
+    let exe = std::env::current_exe().unwrap();
+    let size = std::fs::metadata(&exe).unwrap().len();
+    let module = exe.file_name().unwrap().to_str().unwrap().to_owned();
+    let at = |max_elf_file_size| {
+        Symbolizer::new(SymbolizerConfig {
+            max_elf_file_size,
+            ..SymbolizerConfig::default()
+        })
+        .symbolize_user(std::process::id(), &[addr])
+        .remove(0)
+    };
+    let within = at(size);
+    assert!(
+        within.resolved && within.name.contains("capped_marker"),
+        "{within:?}"
+    );
+    let over = at(size - 1);
+    assert_eq!(
+        (&*over.name, over.resolved),
+        (module.as_str(), false),
+        "{over:?}"
+    );
+}
