@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 use http::header::{ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use pyro_core::pprof::{self, DEFAULT_MAX_DECODED_SIZE, PprofError};
 use pyro_core::{DynReceiver, Fanout, LifecycleError, Profile, Receiver as _};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -64,10 +64,15 @@ pub struct ReceiveConfig {
     /// max_decoded_size` (the inflated body and the largest payload decoded from it); the
     /// server's peak is that times `max_concurrent_requests`.
     pub max_decoded_size: usize,
-    /// The most requests read and parsed at once (across all connections); a request beyond
-    /// waits for a slot up to `server_read_timeout`, then gets 429 `resource_exhausted`
-    /// (retryable). This is what bounds the server's memory; `0` means no limit. Default 64.
-    /// pyro-only.
+    /// The most requests parsed and forwarded at once (across all connections); a request
+    /// beyond waits for a slot up to `server_read_timeout`, then gets 429 `resource_exhausted`
+    /// (retryable). `0` means no limit. Default 64. pyro-only.
+    ///
+    /// Bodies are read *before* a slot is taken, against a byte budget of
+    /// `max_concurrent_requests × max_request_body_size` taken as the bytes arrive: a client
+    /// trickling a body (slowloris) holds only the bytes it sent, never a slot, so it cannot
+    /// starve the others; a body that cannot get budget within `server_read_timeout` is
+    /// refused with 429. Together the two bound the server's memory.
     pub max_concurrent_requests: usize,
     /// Pyroscope's ingest limits (its `limits` block, its names and defaults): every received
     /// profile is checked against them and a profile that breaks one is refused with 400
@@ -88,9 +93,12 @@ pub struct HttpConfig {
     /// `http.conn_limit`: the most connections served at once; further clients wait in the
     /// kernel's accept queue. `0` means no limit. Default `16384` (Alloy's value in code).
     pub conn_limit: usize,
-    /// `http.server_read_timeout`: the time a client has to send a request's headers, and
-    /// again its body. It also closes keep-alive connections idle that long (hyper's header
-    /// timeout covers both). Default 30 s.
+    /// `http.server_read_timeout`: the time a client has to send a request's headers (a total
+    /// deadline, not reset by each byte: a client trickling headers is cut when it passes), and
+    /// again its body (408 when it passes). It also closes keep-alive connections idle that
+    /// long, as hyper's header timer starts when the connection waits for a request: this is
+    /// the idle timeout too (Alloy's separate `server_idle_timeout`, 120 s, is not
+    /// implemented). Default 30 s.
     #[serde(with = "pyro_core::config::duration")]
     pub server_read_timeout: Duration,
 }
@@ -268,8 +276,15 @@ impl Server {
             0 => Semaphore::MAX_PERMITS,
             n => n.min(Semaphore::MAX_PERMITS),
         };
+        let body_budget = match self.config.max_concurrent_requests {
+            0 => Semaphore::MAX_PERMITS,
+            n => n
+                .saturating_mul(self.config.max_request_body_size.max(1))
+                .min(Semaphore::MAX_PERMITS),
+        };
         let state = Arc::new(State {
             requests: Semaphore::new(requests),
+            body_budget: Arc::new(Semaphore::new(body_budget)),
             config: self.config,
             receiver: self.receiver,
             metrics: self.metrics,
@@ -453,8 +468,10 @@ impl Endpoint {
 type Resp = Response<Full<Bytes>>;
 
 struct State {
-    /// Slots for requests being read and parsed (`max_concurrent_requests`).
+    /// Slots for requests being parsed and forwarded (`max_concurrent_requests`).
     requests: Semaphore,
+    /// Bytes of request bodies held (read, not yet parsed), taken as they arrive.
+    body_budget: Arc<Semaphore>,
     config: ReceiveConfig,
     receiver: Fanout,
     metrics: ReceiveMetrics,
@@ -483,11 +500,8 @@ impl State {
                     format!("method {} is not allowed: use POST", req.method()),
                 )
             }),
-            Endpoint::Push | Endpoint::Ingest => match self.slot().await {
-                Err(e) => Err(e),
-                Ok(_slot) if endpoint == Endpoint::Push => self.push(req).await,
-                Ok(_slot) => self.ingest(req).await,
-            },
+            Endpoint::Push => self.push(req).await,
+            Endpoint::Ingest => self.ingest(req).await,
         };
         let response = match result {
             Ok(r) => r,
@@ -528,12 +542,14 @@ impl State {
         }
     }
 
+    /// Reads a body within `server_read_timeout`, taking budget for each chunk as it arrives;
+    /// the budget is held (the returned permit) until the request is answered.
     async fn read_body(
         &self,
         endpoint: Endpoint,
         body: Incoming,
         declared: Option<u64>,
-    ) -> Result<Bytes, RequestError> {
+    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), RequestError> {
         let max = self.config.max_request_body_size;
         let too_large = || {
             RequestError::too_large(format!(
@@ -543,27 +559,73 @@ impl State {
         if declared.is_some_and(|len| len > max as u64) {
             return Err(too_large());
         }
-        let read = tokio::time::timeout(
-            self.config.http.server_read_timeout,
-            Limited::new(body, max).collect(),
-        )
-        .await;
-        let body = match read {
-            Err(_) => {
-                return Err(RequestError {
-                    status: StatusCode::REQUEST_TIMEOUT,
-                    ..RequestError::new(
-                        Code::DeadlineExceeded,
-                        format!(
-                            "request body not received within {:?} (server_read_timeout)",
-                            self.config.http.server_read_timeout
-                        ),
-                    )
-                });
+        let timeout = self.config.http.server_read_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || RequestError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            ..RequestError::new(
+                Code::DeadlineExceeded,
+                format!("request body not received within {timeout:?} (server_read_timeout)"),
+            )
+        };
+        let mut body = Limited::new(body, max);
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(timed_out()),
+                Ok(None) => break,
+                Ok(Some(Err(e))) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                    return Err(too_large());
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(RequestError::invalid(format!("reading request body: {e}")));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
             }
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-            Ok(Err(e)) => return Err(RequestError::invalid(format!("reading request body: {e}"))),
-            Ok(Ok(collected)) => collected.to_bytes(),
+            // Chunks are at most `max` bytes (Limited), which fits the budget's u32 permits
+            // unless the limit itself is beyond 4 GiB.
+            let want = u32::try_from(data.len()).map_err(|_| too_large())?;
+            let permit = match tokio::time::timeout_at(
+                deadline,
+                self.body_budget.clone().acquire_many_owned(want),
+            )
+            .await
+            {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(RequestError::new(
+                        Code::ResourceExhausted,
+                        format!(
+                            "server busy: request bodies in flight use the whole body budget (max_concurrent_requests × max_request_body_size) for {timeout:?}; retry later"
+                        ),
+                    ));
+                }
+            };
+            match &mut held {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+            len += data.len();
+            chunks.push(data);
+        }
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut all = BytesMut::with_capacity(len);
+                for c in chunks {
+                    all.extend_from_slice(&c);
+                }
+                all.freeze()
+            }
         };
         self.metrics
             .received_bytes
@@ -571,7 +633,7 @@ impl State {
                 endpoint: endpoint.name().to_owned(),
             })
             .inc_by(body.len() as u64);
-        Ok(body)
+        Ok((body, held))
     }
 
     async fn push(&self, req: Request<Incoming>) -> Result<Resp, RequestError> {
@@ -594,9 +656,10 @@ impl State {
         }
         let content_encoding = header(&parts.headers, CONTENT_ENCODING).map(str::to_owned);
         let gzip = is_gzip_encoding(content_encoding.as_deref())?;
-        let body = self
+        let (body, _budget) = self
             .read_body(Endpoint::Push, body, content_length(&parts.headers))
             .await?;
+        let _slot = self.slot().await?;
         let max = self.config.max_decoded_size;
         // A gzip body is estimated at 8x its size when picking where to parse it.
         let len = body.len().saturating_mul(if gzip { 8 } else { 1 });
@@ -621,9 +684,10 @@ impl State {
         let (parts, body) = req.into_parts();
         let content_encoding = header(&parts.headers, CONTENT_ENCODING).map(str::to_owned);
         let gzip = is_gzip_encoding(content_encoding.as_deref())?;
-        let body = self
+        let (body, _budget) = self
             .read_body(Endpoint::Ingest, body, content_length(&parts.headers))
             .await?;
+        let _slot = self.slot().await?;
         let query = parts.uri.query().unwrap_or("").to_owned();
         let content_type = header(&parts.headers, CONTENT_TYPE).map(str::to_owned);
         let max = self.config.max_decoded_size;
