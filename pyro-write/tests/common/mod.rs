@@ -113,6 +113,8 @@ pub struct TestServer {
     /// TCP connections accepted.
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
+    /// Set to `true` to drop every open connection.
+    kill: tokio::sync::watch::Sender<bool>,
 }
 
 impl TestServer {
@@ -144,6 +146,7 @@ impl TestServer {
         let reqs = requests.clone();
         let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let conns = connections.clone();
+        let (kill, killed) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -152,6 +155,7 @@ impl TestServer {
                 conns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let reqs = reqs.clone();
                 let handler = handler.clone();
+                let mut killed = killed.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let reqs = reqs.clone();
@@ -187,9 +191,12 @@ impl TestServer {
                             )
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = killed.wait_for(|k| *k) => {}
+                    }
                 });
             }
         });
@@ -198,6 +205,7 @@ impl TestServer {
             requests,
             connections,
             task,
+            kill,
         }
     }
 
@@ -229,6 +237,13 @@ impl TestServer {
     /// Stops accepting connections (open ones finish).
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// Goes down hard: stops accepting and drops every open connection (requests in flight
+    /// get a reset), as a crashed server would.
+    pub fn kill(&self) {
+        self.task.abort();
+        let _ = self.kill.send(true);
     }
 }
 
