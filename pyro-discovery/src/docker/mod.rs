@@ -45,6 +45,8 @@
 
 mod config;
 mod discoverer;
+#[doc(hidden)]
+pub mod fuzzing;
 mod targets;
 
 pub use config::{Authorization, BasicAuth, DockerConfig, Filter, TlsConfig};

@@ -82,6 +82,18 @@ fn prometheus_refresh_ipv6_only() {
     assert_eq!(sets(&got), expected("TestDockerSDRefreshIPv6Only"));
 }
 
+/// The fuzzing entry point decodes the raw answers and gives Prometheus's expected targets.
+#[test]
+fn fuzzing_entry_point_matches_prometheus() {
+    let raw = |name: &str| std::fs::read(format!("{FIXTURES}/{name}")).unwrap();
+    let (c, n) = (raw("containers.json"), raw("networks.json"));
+    let got = super::fuzzing::targets_from_json(&c, &n, true).unwrap();
+    assert_eq!(sets(&got), expected("TestDockerSDRefresh"));
+    let got = super::fuzzing::targets_from_json(&c, &n, false).unwrap();
+    assert_eq!(sets(&got), expected("TestDockerSDRefreshMatchAllNetworks"));
+    assert!(super::fuzzing::targets_from_json(b"{", &n, true).is_err());
+}
+
 #[test]
 fn published_ports_and_unnamed_containers() {
     let containers: Vec<ContainerSummary> = serde_json::from_str(

@@ -50,6 +50,8 @@
 
 mod config;
 mod discoverer;
+#[doc(hidden)]
+pub mod fuzzing;
 mod labels;
 
 pub use config::{AttachMetadata, KubernetesConfig, Namespaces, Role, Selector, TlsConfig};

@@ -623,3 +623,20 @@ fn endpointslice_with_service_and_pod() {
     );
     assert!(!other.contains_key("__meta_kubernetes_endpointslice_port"));
 }
+
+/// The fuzzing entry point decodes a `List` and makes each role's targets as the discoverer
+/// does: the multi-port pod gives the targets `pod_targets` gives it; other kinds are passed
+/// over; a pod that does not decode is an error.
+#[test]
+fn fuzzing_entry_point_decodes_a_list() {
+    let mut pod = serde_json::to_value(multi_port_pod()).unwrap();
+    pod["kind"] = json!("Pod");
+    pod["apiVersion"] = json!("v1");
+    let cm = json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "x"}});
+    let list = json!({"kind": "List", "apiVersion": "v1", "items": [pod, cm]});
+    let got = super::fuzzing::targets_from_json(list.to_string().as_bytes()).unwrap();
+    assert_eq!(sets(&got), sets(&pod_targets(&multi_port_pod(), None)));
+    assert_eq!(got.len(), 3);
+    let bad = json!({"items": [{"kind": "Pod", "spec": {"containers": 1}}]});
+    assert!(super::fuzzing::targets_from_json(bad.to_string().as_bytes()).is_err());
+}
