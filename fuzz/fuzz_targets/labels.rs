@@ -6,11 +6,11 @@ use pyro_core::Labels;
 
 fuzz_target!(|pairs: Vec<(String, String)>| {
     if let Ok(labels) = Labels::try_from_pairs(pairs.clone()) {
-        let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<&str> = labels.iter().map(|l| l.name()).collect();
         assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
         if labels.validate().is_ok() {
             assert!(labels.len() <= 30);
-            assert!(labels.iter().all(|l| !l.value.is_empty()));
+            assert!(labels.iter().all(|l| !l.value().is_empty()));
         }
     }
     let mut l = Labels::from_iter(pairs);
