@@ -21,9 +21,10 @@
 //!   Pyroscope stores them.
 //! - Errors are Connect's JSON `{"code","message"}` ([`RequestError`]); bad input is never
 //!   reported as a downstream failure, and downstream failures keep their kind.
-//! - Limits: body size, decompressed size (gzip bombs stop there), requests in flight,
-//!   connections, read timeouts; [`ServerHandle::shutdown`] lets in-flight requests finish
-//!   ([`ReceiveConfig`]).
+//! - Limits: body size, decompressed size (gzip bombs stop there), a byte budget for bodies
+//!   being read (taken as bytes arrive, so slow clients hold only what they sent), requests
+//!   parsed at once, connections, header and body read timeouts (slowloris clients are cut);
+//!   [`ServerHandle::shutdown`] lets in-flight requests finish ([`ReceiveConfig`]).
 //! - Metrics in the host's `prometheus_client` registry ([`ReceiveMetrics`]).
 //!
 //! Where it deliberately differs from Pyroscope and Alloy:
@@ -41,6 +42,8 @@
 //! | Push series with `service_name` | Alloy: adds `app_name = __name__` | left as sent |
 //! | `/ingest` name with a `profile_id` label | Pyroscope: dropped silently, 200 | forwarded like any label |
 //! | `/ingest` brace label `__session_id__` | Pyroscope: kept | dropped, like every `__` label but `__name__`/`__delta__` |
+//! | `/ingest` pprof breaking an ingest limit | Pyroscope: 422 `unknown` | 400 `invalid_argument` naming the rule, as on Push |
+//! | `:` in a sample type, unit or period type | Pyroscope: stored, but its profile-type id cannot be selected | 400 `invalid_argument` (rule `malformed_profile`) |
 //!
 //! Not served: gRPC and gRPC-Web on the Push path (HTTP/2), the debug-info upload service,
 //! TLS, and tenants (`X-Scope-OrgID` is not read; put a tenant-aware receiver downstream).

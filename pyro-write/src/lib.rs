@@ -10,6 +10,10 @@
 //!   labels except `__name__`/`__delta__`, apply `external_labels`, validate) and, per endpoint,
 //!   a bounded queue, a worker and the retry policy. A dead endpoint never delays a healthy one,
 //!   and memory stays within the queue limits however long an endpoint is down.
+//! - Before queueing, every profile is checked against Pyroscope's ingest limits
+//!   ([`WriterConfig::limits`], [`pyro_core::limits`]): one Pyroscope would refuse with 400 is
+//!   refused here, counted by rule (`pyroscope_write_dropped_profiles_total{endpoint="-"}`),
+//!   logged once per rule and never sent or retried.
 //! - [`PushSink`] is one endpoint, a [`Sink`](pyro_core::Sink): Connect `Push`
 //!   (`POST {url}/push.v1.PusherService/Push`, `application/proto`, `Connect-Protocol-Version: 1`,
 //!   gzip request body) over a pooled keep-alive hyper client, rustls for `https`, auth and
