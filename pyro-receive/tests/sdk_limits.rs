@@ -136,3 +136,48 @@ async fn rust_sdk_thread_tags_count_toward_the_label_limit() {
         untagged.len()
     );
 }
+
+/// The official Python SDK (`pyroscope-io`, which pushes with Connect `Push`) with 30 tags:
+/// with `__name__` and `service_name` each series has more than 30 names, so every upload is
+/// refused by `max_label_names_per_series` and none is forwarded; the same program with 3 tags
+/// is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_with_too_many_tags_is_refused_by_rule() {
+    let Some(python) = pyro_testkit::tool("python3") else {
+        return;
+    };
+    if !pyro_testkit::sdk::python_sdk(&python) {
+        return;
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = ReceiveMetrics::register(&mut registry);
+    let s = start_with(ReceiveConfig::default(), Collect::default(), metrics);
+    let refused = r#"pyroscope_receive_http_profiles_refused_total{endpoint="push",reason="max_label_names_per_series"}"#;
+    let tags = |n: usize| {
+        let pairs: Vec<String> = (0..n).map(|i| format!("\"t{i}\": \"v\"")).collect();
+        format!("{{{}}}", pairs.join(", "))
+    };
+    for (app, n) in [("py.many", 30), ("py.few", 3)] {
+        common::run_client(
+            "python program",
+            tokio::process::Command::new(&python)
+                .args([
+                    "-c",
+                    &pyro_testkit::sdk::python_sdk_program(app, &tags(n), 3),
+                ])
+                .env("PYRO_URL", &s.base),
+        )
+        .await;
+    }
+    let n_refused = counter(&registry, refused);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(n_refused >= 1.0, "the 30-tag uploads were refused:\n{text}");
+    let got = s.collect.profiles();
+    assert!(
+        got.iter().all(|p| p.service_name() != Some("py.many")),
+        "no 30-tag profile forwarded"
+    );
+    common::wait_for_sdk_profile(&s.collect, "py.few", "busy_checkout").await;
+    eprintln!("python SDK: {n_refused} uploads with 30 tags refused");
+}
