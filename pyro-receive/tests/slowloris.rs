@@ -199,3 +199,44 @@ async fn body_budget_bounds_bodies_in_flight() {
     let r = post(&url, &[("content-type", "application/proto")], body).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// A keep-alive connection left idle after its request, and one that never sends a byte, are
+/// closed after `server_read_timeout` (the idle timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let s = start_with(
+        ReceiveConfig {
+            http: HttpConfig {
+                server_read_timeout: Duration::from_millis(700),
+                ..HttpConfig::default()
+            },
+            ..ReceiveConfig::default()
+        },
+        Collect::default(),
+        ReceiveMetrics::default(),
+    );
+    let addr = s.handle.local_addr();
+    let body = push();
+    let mut used = TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "POST {PUSH} HTTP/1.1\r\nhost: x\r\ncontent-type: application/proto\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(&body);
+    used.write_all(&head).await.unwrap();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    for (what, conn) in [("after a request", &mut used), ("silent", &mut silent)] {
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut got)).await;
+        assert!(closed.is_ok(), "{what}: the idle connection was not closed");
+        if what == "after a request" {
+            assert!(
+                String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+    }
+    assert_eq!(s.collect.profiles().len(), 1);
+}
