@@ -506,16 +506,20 @@ impl Tables {
     }
 }
 
+/// Largest file whose unwind table is built (a regular file only, see
+/// [`pyro_core::rootfs::open_mapped`]).
+const MAX_MAPPED_FILE: u64 = 4 << 30;
+
 /// Maps the file behind `pid`'s mapping at `start..end` (through `map_files`, which works for
-/// other mount namespaces and deleted files).
+/// other mount namespaces and deleted files, and never resolves a path inside the process).
 fn open_mapped(
     proc_root: &Path,
     pid: u32,
     start: u64,
     end: u64,
 ) -> std::io::Result<(memmap2::Mmap, std::fs::File)> {
-    let path = proc_root.join(format!("{pid}/map_files/{start:x}-{end:x}"));
-    let file = std::fs::File::open(path)?;
+    let file = pyro_core::rootfs::open_mapped(proc_root, pid, start, end, MAX_MAPPED_FILE)
+        .map_err(std::io::Error::other)?;
     // SAFETY: the file is mapped read-only and only parsed; a file truncated while mapped can
     // raise SIGBUS, the same risk every ELF reader that maps files (perf, addr2line) takes.
     let map = unsafe { memmap2::Mmap::map(&file)? };
