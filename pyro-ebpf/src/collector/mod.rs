@@ -132,6 +132,8 @@ pub struct Collector {
     tables: Option<tables::Tables>,
     /// `EbpfConfig::targets_only`.
     targets_only: bool,
+    /// Targets of processes that exec'd, for their classification again (see `check_exec`).
+    exec_targets: HashMap<u32, Arc<ResolvedTarget>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -210,6 +212,7 @@ impl Collector {
             known: HashMap::new(),
             aggregator: Aggregator::new(config.sample_rate, config.pid_label),
             targets_only: config.targets_only,
+            exec_targets: HashMap::new(),
             metrics,
             last_counters: KernelCounters::default(),
             round: HashMap::new(),
@@ -226,6 +229,7 @@ impl Collector {
             .active_targets
             .set(i64::try_from(self.index.len()).unwrap_or(i64::MAX));
         self.known.clear();
+        self.exec_targets.clear();
         self.sampler.clear_pids();
         tracing::debug!(targets = self.index.len(), "eBPF profiler targets updated.");
         // A process named by pid gets its unwind tables now (waiting for them at most
@@ -394,6 +398,8 @@ impl Collector {
             let procs = &self.procs;
             self.index.lookup(pid, || procs.container_id(pid))
         };
+        let inherited = self.exec_targets.remove(&pid);
+        let target = target.or(inherited);
         let class = match target {
             Some(target) => {
                 let comm = self
@@ -483,6 +489,21 @@ impl Collector {
         }
         tracing::debug!(pid, comm = %String::from_utf8_lossy(comm), "Process exec'd or pid reused; classified again.");
         self.metrics.process_changes.inc();
+        // An exec keeps the process's cgroup, so its container target holds even when the
+        // process has exited by now and its cgroup can no longer be read.
+        let exec = match (self.known.get(&pid), self.procs.stat(pid)) {
+            (Some(k), Some(stat)) => Some(stat.start_time) == k.start_time,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if let Some(KnownPid {
+            class: Class::Profile { target, .. },
+            ..
+        }) = self.known.get(&pid)
+            && exec
+        {
+            self.exec_targets.insert(pid, target.clone());
+        }
         self.forget_process(pid);
     }
 
