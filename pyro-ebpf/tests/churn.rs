@@ -7,8 +7,9 @@
 //! - every process that ran ≥ 100 ms of CPU is in the profiles under its own pid (`pid` sample
 //!   label) and its own name (root frame), a shell that exec'd Python under the interpreter's
 //!   name, its Python frames read when it ran long enough (the interpreter detected after the
-//!   exec); at most 5 % may be missing: those that exited before the collector's next poll
-//!   after their first sample, whose container id can no longer be read (README); processes
+//!   exec); at most 2 % may be missing (or only under an earlier name): those that exited
+//!   before the collector's next poll after their first sample, whose container id can no
+//!   longer be read (README); processes
 //!   of the first interval, while the collector loads what its later polls reuse (kernel
 //!   symbols, libc's debug file), are not counted;
 //! - the collector's RSS and the kernel's per-process map entries stay flat (within 10 %, map
@@ -87,7 +88,7 @@ const INTERVAL: Duration = Duration::from_secs(5);
 /// Processes with at least this CPU time must be in the profiles...
 const MUST_APPEAR_MS: u64 = 100;
 /// ...but for this share, which exit before the collector's next poll.
-const MAY_MISS: f64 = 0.05;
+const MAY_MISS: f64 = 0.02;
 /// Shells that became Python for at least this long must show Python frames (the interpreter
 /// is detected once it has initialized, at a poll after the exec).
 const PYTHON_FRAMES_MS: u64 = 500;
@@ -462,7 +463,7 @@ fn churn_soak_keeps_memory_and_maps_flat_and_every_process_named() {
                 "pid {} ({}, {:?}, {} ms)",
                 s.pid, s.name, s.kind, s.cpu_ms
             )),
-            Some(v) if !v.names.contains(&s.name) => failures.push(format!(
+            Some(v) if !v.names.contains(&s.name) => missing.push(format!(
                 "pid {} ({:?}, {} ms) named {:?}, not {}",
                 s.pid, s.kind, s.cpu_ms, v.names, s.name
             )),
@@ -475,7 +476,7 @@ fn churn_soak_keeps_memory_and_maps_flat_and_every_process_named() {
         }
     }
     report += &format!(
-        "{must} processes started after the first interval ran >= {MUST_APPEAR_MS} ms, {} of them not in the profiles {missing:?}; \
+        "{must} processes started after the first interval ran >= {MUST_APPEAR_MS} ms, {} of them not in the profiles or not under their name {missing:?}; \
          {python_read} of {python_must} shells that became Python for >= {PYTHON_FRAMES_MS} ms \
          show Python frames\n",
         missing.len()
@@ -485,7 +486,7 @@ fn churn_soak_keeps_memory_and_maps_flat_and_every_process_named() {
     // before (README, "Process lifecycle").
     if missing.len() as f64 > must as f64 * MAY_MISS {
         failures.push(format!(
-            "{} of {must} processes that ran >= {MUST_APPEAR_MS} ms are not in the profiles",
+            "{} of {must} processes that ran >= {MUST_APPEAR_MS} ms are not in the profiles under their name",
             missing.len()
         ));
     }
