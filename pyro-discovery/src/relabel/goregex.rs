@@ -217,7 +217,9 @@ impl<'a> Parser<'a> {
             first = false;
             if c == '[' && self.peek() == Some(':') {
                 let rest = self.rest();
-                if let Some(end) = rest.find(":]") {
+                // As Go's parseNamedClass: the closing `:]` is looked for after the opening
+                // `[:` (in `[:]`, the `:]` is the opening's own colon).
+                if let Some(end) = rest.get(1..).and_then(|r| r.find(":]")).map(|e| e + 1) {
                     let name = &rest[1..end];
                     let bare = name.strip_prefix('^').unwrap_or(name);
                     if POSIX_CLASSES.contains(&bare) {
@@ -462,6 +464,15 @@ mod tests {
         assert!(!matches(r"[^\D]", "x"));
         // \b is an ASCII word boundary: é is not a word character in Go.
         assert!(matches(r"(?s:.*)\bx", "éx"));
+    }
+
+    #[test]
+    fn a_colon_right_after_the_bracket_does_not_close_a_named_class() {
+        // Found by the relabel fuzz target: `[:]` made the name range end before it started.
+        assert!(matches("[[:]+", "[:["));
+        // The fuzzer's input: whatever the answer, no panic.
+        let _ = translate("(?P<first>[[:]lpha:]]+)-(\\d+)");
+        assert!(matches("[[:alpha:]]+", "abc"));
     }
 
     #[test]
