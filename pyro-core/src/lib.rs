@@ -52,10 +52,10 @@ pub mod lifecycle;
 pub mod limits;
 pub mod pprof;
 pub mod proc;
-pub mod rootfs;
 pub mod profile;
 pub mod push;
 pub mod receiver;
+pub mod rootfs;
 pub mod sink;
 pub mod target;
 
