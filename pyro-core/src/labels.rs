@@ -260,12 +260,20 @@ pub fn is_legacy_label_name(name: &str) -> bool {
 }
 
 fn truncated(name: &str) -> String {
-    let mut end = name.len().min(64);
-    while !name.is_char_boundary(end) {
+    prefix(name, 64).to_owned()
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
         end -= 1;
     }
-    name[..end].to_owned()
+    &s[..end]
 }
+
+/// Bytes of a label set's text kept in error messages ([`Labels::to_short_string`]).
+const SHORT_STRING_BYTES: usize = 256;
 
 /// A set of labels, sorted by name, one value per name. Cheap to clone.
 ///
@@ -286,6 +294,26 @@ pub struct Labels {
 }
 
 impl Labels {
+    /// The label set as text (as [`Display`](std::fmt::Display) writes it), cut to 256 bytes
+    /// and ended with `…` when longer: for error messages about a label set a peer sent.
+    ///
+    /// ```
+    /// use pyro_core::Labels;
+    ///
+    /// let short = Labels::from_iter([("a", "b")]);
+    /// assert_eq!(short.to_short_string(), short.to_string());
+    /// let long = Labels::from_iter([("a", "é".repeat(200))]);
+    /// let text = long.to_short_string();
+    /// assert!(text.ends_with('…') && text.len() <= 256 + '…'.len_utf8());
+    /// ```
+    pub fn to_short_string(&self) -> String {
+        let text = self.to_string();
+        if text.len() <= SHORT_STRING_BYTES {
+            return text;
+        }
+        format!("{}…", prefix(&text, SHORT_STRING_BYTES))
+    }
+
     /// An empty set.
     pub fn new() -> Self {
         Self::default()

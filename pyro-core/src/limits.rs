@@ -323,20 +323,6 @@ impl Default for IngestLimits {
 /// Pprof sample label keys that are never promoted to series labels (span profiles).
 const NOT_PROMOTED: [&str; 3] = ["trace_id", "span_id", "profile_id"];
 
-/// Cuts a label set's text to 256 bytes for messages.
-fn shown(labels: &Labels) -> String {
-    let mut s = labels.to_string();
-    if s.len() > 256 {
-        let mut end = 256;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
-}
-
 /// The label sets a profile is stored under once Pyroscope promotes its pprof sample labels:
 /// one per distinct set of string sample labels (keys `trace_id`, `span_id`, `profile_id` and
 /// empty values left out), `labels` winning on a clash. A profile without sample labels gives
@@ -407,7 +393,7 @@ impl IngestLimits {
         let limit = self.max_profile_size_bytes;
         if limit != 0 && size > limit {
             return Err(LimitError::ProfileTooLarge {
-                labels: shown(labels),
+                labels: labels.to_short_string(),
                 size,
                 limit,
             });
@@ -430,7 +416,7 @@ impl IngestLimits {
         let limit = self.max_profile_stacktrace_samples;
         if limit != 0 && profile.sample.len() > limit {
             return Err(LimitError::TooManySamples {
-                labels: shown(labels),
+                labels: labels.to_short_string(),
                 count: profile.sample.len(),
                 limit,
             });
@@ -445,7 +431,7 @@ impl IngestLimits {
                 .max()
         {
             return Err(LimitError::TooManySampleLabels {
-                labels: shown(labels),
+                labels: labels.to_short_string(),
                 count,
                 limit,
             });
@@ -455,7 +441,7 @@ impl IngestLimits {
         for set in series_label_sets(labels, profile) {
             set.validate_with(&label_limits)
                 .map_err(|source| LimitError::Labels {
-                    labels: shown(&set),
+                    labels: set.to_short_string(),
                     source,
                 })?;
         }
@@ -479,7 +465,7 @@ impl IngestLimits {
         let newer = self.reject_newer_than;
         if !newer.is_zero() && t >= now + newer.as_nanos() as i128 {
             return Err(LimitError::NotInIngestionWindow {
-                labels: shown(labels),
+                labels: labels.to_short_string(),
                 time_nanos,
                 offset: offset(t - now),
                 future: true,
@@ -490,7 +476,7 @@ impl IngestLimits {
         let older = self.reject_older_than;
         if !older.is_zero() && t <= now - older.as_nanos() as i128 {
             return Err(LimitError::NotInIngestionWindow {
-                labels: shown(labels),
+                labels: labels.to_short_string(),
                 time_nanos,
                 offset: offset(now - t),
                 future: false,
@@ -507,7 +493,7 @@ impl IngestLimits {
 fn check_value_types(labels: &Labels, profile: &Profile) -> Result<(), LimitError> {
     let bad = |field, value: &str, ch| {
         Err(LimitError::InvalidValueType {
-            labels: shown(labels),
+            labels: labels.to_short_string(),
             field,
             value: value.to_owned(),
             ch,

@@ -212,19 +212,6 @@ pub fn parse_push(
     .all_or_nothing()
 }
 
-/// Cuts a label set's text to 256 bytes for messages.
-fn cut(mut s: String) -> String {
-    if s.len() > 256 {
-        let mut end = 256;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
-}
-
 /// [`parse_push`] with the host's [`IngestLimits`], keeping the profiles that pass: a series
 /// whose labels break a rule, or a sample that breaks a limit (checked at `now`), is
 /// [`Refused`] alone, as Pyroscope's distributor discards it alone (see
@@ -257,7 +244,7 @@ pub fn parse_push_with(
                 out.refused.push(Refused {
                     at: format!("series[{i}]"),
                     error: LimitError::Labels {
-                        labels: cut(Labels::from_iter(pairs).to_string()),
+                        labels: Labels::from_iter(pairs).to_short_string(),
                         source,
                     },
                 });
